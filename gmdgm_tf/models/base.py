@@ -1,0 +1,207 @@
+"""The shared deep generative model for semi-unsupervised learning.
+
+Inference model (both models):
+    q(y|x)   = Cat(y; softmax(MLP_y(x)))                   over num_slots class slots
+    q(z|x,y) = N(z; mu(x,y), diag sigma^2(x,y))
+
+Generative model (supplied by subclasses via `p_z_given_y` and `p_x_given_yz`):
+    GM-DGM:  p(y) = Cat(pi), p(z|y) = N(mu_y, diag sigma_y^2), p(x|z)
+    M2:      p(y) = Cat(pi), p(z)   = N(0, I),                 p(x|y,z)
+
+Bounds (one z sample, analytic KL):
+    L(x,y) = E_q(z|x,y)[log p(x|y,z)] - KL(q(z|x,y) || p(z|y)) + log p(y)
+    U(x)   = sum_y q(y|x) L(x,y) + H[q(y|x)]                  (exact sum over all slots)
+Loss per step, on a labelled batch (x_l, y_l) and an unlabelled batch x_u:
+    -(mean L(x_l, y_l) + mean U(x_u) + alpha * mean log q(y_l|x_l))
+    + 1/2 * sum ||W||^2 / N_train                              (Gaussian weight prior)
+
+`elbo` is the only place the bound is written; the labelled and unlabelled forms call it
+with one slot per example or with all slots at once ([batch, num_slots], no Python loop).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import ops
+
+from gmdgm_tf.models import networks
+
+tfd = tfp.distributions
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+_MIN_SCALE = 1e-4
+
+
+class DeepGenerativeModel(keras.Model):
+    """Base class: inference networks, both ELBO forms, train_step.
+
+    Subclasses build their generative networks in `__init__` and implement
+    `p_z_given_y(y_onehot)` and `p_x_given_yz(y_onehot, z)`.
+    """
+
+    def __init__(self, *, dim, prior, hidden_sizes=(500, 500), z_dim=100,
+                 likelihood="bernoulli", alpha=1.1, num_train=1, output_stddev=1e-3,
+                 weight_prior=True, precision="float32", seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+        prior = np.asarray(prior, np.float64)
+        self.dim, self.z_dim, self.num_slots = int(dim), int(z_dim), len(prior)
+        self.likelihood = likelihood
+        self.alpha = float(alpha)
+        self.num_train = int(num_train)
+        self.weight_prior = bool(weight_prior)
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.output_stddev = output_stddev
+        self.net_dtype = "mixed_bfloat16" if precision == "mixed_bfloat16" else "float32"
+        self._seed = seed
+        self.log_prior = tf.constant(np.log(prior), tf.float32)           # [num_slots]
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+        self.classifier = networks.MLP(hidden_sizes, self.num_slots, output_stddev,
+                                       seed=seed, dtype=self.net_dtype, name="q_y_given_x")
+        self.z_encoder = networks.SlotConditionedMLP(hidden_sizes, self.num_slots,
+                                                     seed=seed + 1, dtype=self.net_dtype,
+                                                     name="q_z_given_xy")
+        self.z_head = networks.MLP((), 2 * self.z_dim, output_stddev, seed=seed + 2,
+                                   dtype=self.net_dtype, name="q_z_given_xy_head")
+        if likelihood == "gaussian":
+            self.pixel_log_scale = self.add_weight(shape=(self.dim,), initializer="zeros",
+                                                   name="pixel_log_scale")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in (
+            "loss", "elbo_labelled", "elbo_unlabelled", "log_q_y_labelled",
+            "labelled_accuracy", "weight_prior")}
+
+    # --------------------------------------------------------------- distributions
+
+    def q_y_given_x(self, x):
+        """x: [batch, dim] -> Categorical, batch [batch], over num_slots."""
+        return tfd.Categorical(logits=ops.cast(self.classifier(x), "float32"))
+
+    def q_z_given_xy(self, x, y_onehot):
+        """x: [batch, dim]; y_onehot: [S, num_slots] or [batch, S, num_slots].
+
+        -> Independent Normal, batch [batch, S], event [z_dim].
+        """
+        out = ops.cast(self.z_head(self.z_encoder(x, y_onehot)), "float32")
+        loc, raw_scale = out[..., :self.z_dim], out[..., self.z_dim:]
+        return tfd.Independent(tfd.Normal(loc, ops.softplus(raw_scale) + _MIN_SCALE), 1)
+
+    def p_z_given_y(self, y_onehot):
+        """-> Independent Normal over [z_dim], batch broadcastable to y_onehot.shape[:-1]."""
+        raise NotImplementedError
+
+    def p_x_given_yz(self, y_onehot, z):
+        """z: [batch, S, z_dim] -> distribution over x, batch [batch, S], event [dim]."""
+        raise NotImplementedError
+
+    def _likelihood(self, decoder_out):
+        """Decoder output [batch, S, dim] -> p(x|.) with batch [batch, S], event [dim]."""
+        out = ops.cast(decoder_out, "float32")
+        if self.likelihood == "bernoulli":
+            return tfd.Independent(tfd.Bernoulli(logits=out, dtype=tf.float32), 1)
+        scale = ops.softplus(self.pixel_log_scale) + 1e-3
+        return tfd.Independent(tfd.Normal(out, scale), 1)
+
+    def _decoder_mean(self, dist):
+        return dist.distribution.probs_parameter() if self.likelihood == "bernoulli" \
+            else dist.distribution.loc
+
+    # ---------------------------------------------------------------------- bounds
+
+    def elbo(self, x, y_onehot, eps=None):
+        """L(x, y) for each example and each given slot.
+
+        x: [batch, dim]; y_onehot: [S, num_slots] or [batch, S, num_slots];
+        eps: optional standard-normal noise [batch, S, z_dim] for the z sample.
+        Returns [batch, S].
+        """
+        q_z = self.q_z_given_xy(x, y_onehot)
+        loc, scale = q_z.distribution.loc, q_z.distribution.scale
+        if eps is None:
+            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+        z = loc + scale * eps                                              # [B, S, Z]
+        log_px = self.p_x_given_yz(y_onehot, z).log_prob(x[:, None, :])    # [B, S]
+        kl_z = tfd.kl_divergence(q_z, self.p_z_given_y(y_onehot))          # [B, S]
+        log_py = ops.matmul(ops.cast(y_onehot, "float32"), self.log_prior[:, None])[..., 0]
+        return log_px - kl_z + log_py
+
+    def elbo_labelled(self, x, y, eps=None):
+        """x: [batch, dim], y: [batch] int -> L(x, y) [batch]."""
+        y_onehot = ops.one_hot(y, self.num_slots)[:, None, :]
+        return self.elbo(x, y_onehot, eps)[:, 0]
+
+    def elbo_unlabelled(self, x, q_y=None, eps=None):
+        """x: [batch, dim] -> U(x) [batch], summing L(x, y) over all slots exactly."""
+        q_y = self.q_y_given_x(x) if q_y is None else q_y
+        all_slots = ops.eye(self.num_slots)                                # [S, S]
+        elbo_per_slot = self.elbo(x, all_slots, eps)                       # [B, S]
+        return ops.sum(q_y.probs_parameter() * elbo_per_slot, axis=-1) + q_y.entropy()
+
+    # ------------------------------------------------------------------- training
+
+    def binarize(self, x):
+        """Dynamic binarisation for the Bernoulli likelihood (identity for Gaussian)."""
+        if self.likelihood != "bernoulli":
+            return x
+        return ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) < x,
+                        x.dtype)
+
+    def compute_losses(self, x_l, y_l, x_u):
+        """One step's objective and its terms (all float32 scalars)."""
+        x_u = self.binarize(x_u)
+        terms = {"elbo_unlabelled": ops.mean(self.elbo_unlabelled(x_u))}
+        loss = -terms["elbo_unlabelled"]
+        if x_l.shape[0] != 0:  # static: fully unsupervised runs have no labelled batch
+            x_l = self.binarize(x_l)
+            q_y_l = self.q_y_given_x(x_l)
+            terms["elbo_labelled"] = ops.mean(self.elbo_labelled(x_l, y_l))
+            terms["log_q_y_labelled"] = ops.mean(q_y_l.log_prob(y_l))
+            terms["labelled_accuracy"] = ops.mean(ops.cast(
+                ops.cast(ops.argmax(q_y_l.logits, -1), "int32") == ops.cast(y_l, "int32"),
+                "float32"))
+            loss -= terms["elbo_labelled"] + self.alpha * terms["log_q_y_labelled"]
+        if self.weight_prior:
+            terms["weight_prior"] = 0.5 * networks.weight_prior_sum_of_squares(self) \
+                / self.num_train
+            loss += terms["weight_prior"]
+        terms["loss"] = loss
+        return loss, terms
+
+    def train_step(self, data):
+        (x_l, y_l), x_u = data
+        with tf.GradientTape() as tape:
+            loss, terms = self.compute_losses(x_l, y_l, x_u)
+            # Gradients are summed across replicas, so each replica's mean is scaled down.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        for name, value in terms.items():
+            self.trackers[name].update_state(value)
+        return {name: self.trackers[name].result() for name in terms}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, x):
+        """x: [batch, dim] in [0, 1] -> q(y|x) slot probabilities [batch, num_slots]."""
+        return ops.softmax(ops.cast(self.classifier(x), "float32"))
+
+    # --------------------------------------------------------------- generation
+
+    def reconstruct(self, x):
+        """x: [batch, dim] -> mean of p(x|y,z) at the predicted slot and z = mean of q(z|x,y)."""
+        slot = ops.argmax(self.classifier(x), -1)
+        y_onehot = ops.one_hot(slot, self.num_slots)[:, None, :]
+        z = self.q_z_given_xy(x, y_onehot).mean()
+        return self._decoder_mean(self.p_x_given_yz(y_onehot, z))[:, 0]
+
+    def sample(self, slot, num, seed):
+        """Images drawn as the mean of p(x|y,z), z ~ p(z|y=slot) -> [num, dim]."""
+        y_onehot = ops.one_hot(ops.full((1, num), slot, dtype="int32"), self.num_slots)   # [1, num, S]
+        p_z = self.p_z_given_y(y_onehot)
+        eps = tf.random.stateless_normal((1, num, self.z_dim), seed=seed)
+        z = p_z.mean() + p_z.stddev() * eps
+        return self._decoder_mean(self.p_x_given_yz(y_onehot, z))[0]

@@ -1,0 +1,34 @@
+r"""Trains and evaluates one experiment.
+
+  python -m gmdgm_tf.train --config=configs/digits_gmdgm.py --workdir=runs/digits
+  python -m gmdgm_tf.train --config=configs/mnist_gmdgm.py --workdir=runs/mnist \
+      --config.data.dir=../shared/data/mnist --config.train.epochs=3
+
+Any config field can be overridden with --config.<field>=<value>.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gmdgm_tf import data, experiment
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and logs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    try:
+        experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    except (data.DataError, experiment.ConfigError, ValueError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,31 @@
+"""gmdgm_tf: semi-unsupervised learning with deep generative models (GM-DGM and M2)."""
+
+import setuptools
+
+setuptools.setup(
+    name="gmdgm_tf",
+    version="0.1.0",
+    description=(
+        "Reference TensorFlow 2 implementation of semi-unsupervised learning "
+        "with deep generative models (GM-DGM, M2)."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["gmdgm_tf", "gmdgm_tf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow==2.21.*",
+        "tf-keras==2.21.*",  # tensorflow-probability refuses to import without it
+        "tensorflow-probability==0.25.*",
+        "tensorflow-datasets==4.9.*",
+        "absl-py>=2.0",
+        "ml-collections>=0.1.1",
+        "numpy>=1.26",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
+        "tensorboard==2.21.*",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+)

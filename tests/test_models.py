@@ -1,0 +1,167 @@
+"""Distribution shapes, and both ELBO forms against an independent NumPy computation."""
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gmdgm_tf import models
+
+B, D, Z, H = 4, 12, 3, (7, 5)
+PRIOR = np.array([0.3, 0.3, 0.1, 0.1, 0.1, 0.1])
+K = len(PRIOR)
+
+
+def tiny_model(name, likelihood="bernoulli", precision="float32"):
+    cfg = ml_collections.ConfigDict(dict(
+        name=name, hidden_sizes=H, z_dim=Z, likelihood=likelihood, alpha=1.1,
+        alpha_scaling="none", output_stddev=0.3, weight_prior=True, prior_loc_stddev=0.5))
+    model = models.build_model(cfg, dim=D, prior=PRIOR, num_train=1000, num_labelled=10,
+                               precision=precision, seed=1)
+    x = np.random.RandomState(0).rand(B, D).astype(np.float32)
+    model.compute_losses(x[:2], np.array([0, 1], np.int32), x)  # builds every weight
+    return model, x
+
+
+def assert_shapes(dist, batch, event):
+    assert tuple(dist.batch_shape) == batch, f"batch {dist.batch_shape} != {batch}"
+    assert tuple(dist.event_shape) == event, f"event {dist.event_shape} != {event}"
+
+
+@pytest.mark.parametrize("name", ["gmdgm", "m2"])
+def test_distribution_shapes(name):
+    model, x = tiny_model(name)
+    assert_shapes(model.q_y_given_x(x), (B,), ())
+    assert model.q_y_given_x(x).logits.shape == (B, K)
+    all_slots = tf.eye(K)
+    q_z = model.q_z_given_xy(x, all_slots)
+    assert_shapes(q_z, (B, K), (Z,))
+    assert_shapes(model.q_z_given_xy(x, tf.one_hot([[0]] * B, K)), (B, 1), (Z,))
+    z = q_z.sample(seed=(1, 2))
+    assert_shapes(model.p_x_given_yz(all_slots, z), (B, K), (D,))
+    p_z = model.p_z_given_y(all_slots)
+    if name == "gmdgm":
+        assert_shapes(p_z, (K,), (Z,))
+    else:
+        assert_shapes(p_z, (), (Z,))
+    assert model.elbo(x, all_slots).shape == (B, K)
+    assert model.elbo_unlabelled(x).shape == (B,)
+    assert model.elbo_labelled(x, np.arange(B) % K).shape == (B,)
+    assert model(x).shape == (B, K)
+    assert model.sample(2, 5, seed=(0, 1)).shape == (5, D)
+    assert model.reconstruct(x).shape == (B, D)
+
+
+# ----------------------------------------------------- independent NumPy reference
+
+
+def dense(layer, h, relu):
+    out = h @ layer.kernel.numpy() + layer.bias.numpy()
+    return np.maximum(out, 0) if relu else out
+
+
+def mlp(net, h):
+    for layer in net.hidden:
+        h = dense(layer, h, relu=True)
+    return h if net.head is None else dense(net.head, h, relu=False)
+
+
+def slot_mlp(net, h, y_onehot):
+    """The unsplit first layer: [h, y] @ [[W_x], [W_y]] + b."""
+    kernel = np.concatenate([net.first_x.kernel.numpy(), net.first_y.numpy()], 0)
+    first = np.maximum(np.concatenate([h, y_onehot]) @ kernel + net.first_x.bias.numpy(), 0)
+    return mlp(net.rest, first)
+
+
+def log_softmax(a):
+    a = a - a.max()
+    return a - np.log(np.exp(a).sum())
+
+
+def reference_elbo(model, name, x, k, eps, likelihood):
+    """L(x, y=k) for ONE example and ONE slot, written out by hand in float64."""
+    y = np.eye(K)[k]
+    out = model.z_head.head.kernel.numpy().T @ slot_mlp(model.z_encoder, x, y) \
+        + model.z_head.head.bias.numpy()
+    loc, scale = out[:Z], np.log1p(np.exp(out[Z:])) + 1e-4
+    z = loc + scale * eps
+    if name == "gmdgm":
+        logits = mlp(model.decoder, z)
+        p_loc = model.prior_loc.numpy()[k]
+        p_scale = np.exp(0.5 * model.prior_log_var.numpy()[k])
+    else:
+        logits = mlp(model.decoder_head, slot_mlp(model.decoder, z, y))
+        p_loc, p_scale = np.zeros(Z), np.ones(Z)
+    if likelihood == "bernoulli":
+        log_px = np.sum(x * -np.log1p(np.exp(-logits)) + (1 - x) * -np.log1p(np.exp(logits)))
+    else:
+        s = np.log1p(np.exp(model.pixel_log_scale.numpy())) + 1e-3
+        log_px = np.sum(-0.5 * ((x - logits) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi))
+    kl = np.sum(np.log(p_scale / scale) + (scale ** 2 + (loc - p_loc) ** 2)
+                / (2 * p_scale ** 2) - 0.5)
+    return log_px - kl + np.log(PRIOR[k])
+
+
+@pytest.mark.parametrize("name,likelihood", [("gmdgm", "bernoulli"), ("m2", "bernoulli"),
+                                             ("gmdgm", "gaussian"), ("m2", "gaussian")])
+def test_unlabelled_bound_matches_slow_per_slot_reference(name, likelihood):
+    model, x = tiny_model(name, likelihood)
+    x = np.round(x).astype(np.float32) if likelihood == "bernoulli" else x
+    eps = np.random.RandomState(2).randn(B, K, Z).astype(np.float32)
+    fast = model.elbo_unlabelled(x, eps=eps).numpy()
+    x64, eps64 = x.astype(np.float64), eps.astype(np.float64)
+    for b in range(B):
+        log_q = log_softmax(mlp(model.classifier, x64[b]))
+        q = np.exp(log_q)
+        per_slot = [reference_elbo(model, name, x64[b], k, eps64[b, k], likelihood)
+                    for k in range(K)]
+        expected = np.sum(q * per_slot) - np.sum(q * log_q)
+        np.testing.assert_allclose(fast[b], expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["gmdgm", "m2"])
+def test_labelled_bound_matches_reference(name):
+    model, x = tiny_model(name)
+    x = np.round(x).astype(np.float32)
+    y = np.array([0, 5, 2, 3], np.int32)
+    eps = np.random.RandomState(3).randn(B, 1, Z).astype(np.float32)
+    fast = model.elbo_labelled(x, y, eps=eps).numpy()
+    for b in range(B):
+        expected = reference_elbo(model, name, x[b].astype(np.float64), y[b],
+                                  eps[b, 0].astype(np.float64), "bernoulli")
+        np.testing.assert_allclose(fast[b], expected, rtol=1e-4, atol=1e-3)
+
+
+def test_loss_combines_terms_with_alpha_and_weight_prior():
+    model, x = tiny_model("gmdgm")
+    y = np.array([0, 1], np.int32)
+    loss, terms = model.compute_losses(x[:2], y, x)
+    expected = -(terms["elbo_unlabelled"] + terms["elbo_labelled"]
+                 + 1.1 * terms["log_q_y_labelled"]) + terms["weight_prior"]
+    np.testing.assert_allclose(loss.numpy(), expected.numpy(), rtol=1e-6)
+    kernels = [w.numpy() for w in model.trainable_weights if w.name.startswith("kernel")]
+    assert len(kernels) == 10  # classifier 3, encoder 3 (W_x, W_y, hidden), head 1, decoder 3
+    np.testing.assert_allclose(terms["weight_prior"].numpy(),
+                               0.5 * sum((k ** 2).sum() for k in kernels) / 1000, rtol=1e-5)
+
+
+def test_unsupervised_step_has_no_labelled_terms():
+    model, x = tiny_model("gmdgm")
+    _, terms = model.compute_losses(np.zeros((0, D), np.float32), np.zeros((0,), np.int32), x)
+    assert "elbo_labelled" not in terms and np.isfinite(terms["loss"].numpy())
+
+
+def test_mixed_bfloat16_keeps_bounds_float32_and_close():
+    fp32, x = tiny_model("gmdgm")
+    bf16, _ = tiny_model("gmdgm", precision="mixed_bfloat16")
+    bf16.set_weights(fp32.get_weights())
+    eps = np.zeros((B, K, Z), np.float32)
+    a, b = fp32.elbo_unlabelled(x, eps=eps), bf16.elbo_unlabelled(x, eps=eps)
+    assert b.dtype == tf.float32 and bf16.classifier.hidden[0].kernel.dtype == "float32"
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-2)
+
+
+def test_bad_names():
+    cfg = ml_collections.ConfigDict(dict(name="vae", alpha=1.0, alpha_scaling="none"))
+    with pytest.raises(ValueError, match="unknown model 'vae'"):
+        models.build_model(cfg, dim=D, prior=PRIOR, num_train=1, num_labelled=1)
