@@ -188,3 +188,31 @@ def train_and_evaluate(config, workdir):
     write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
     logging.info("%s", evaluation.summary_line(metrics))
     return metrics
+
+
+def load_run(workdir):
+    """A finished run's workdir -> (model with its trained weights, config, data_meta, metrics).
+
+    Raises FileNotFoundError naming what is missing when the workdir holds no finished run.
+    """
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    paths = {name: os.path.join(workdir, name) for name in
+             ("config.json", "data_meta.json", "metrics.json", "model.weights.h5")}
+    missing = [name for name, path in paths.items() if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(f"{workdir} holds no finished run (missing {', '.join(missing)})")
+    with open(paths["config.json"], encoding="utf-8") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    with open(paths["data_meta.json"], encoding="utf-8") as f:
+        meta = json.load(f)
+    with open(paths["metrics.json"], encoding="utf-8") as f:
+        metrics = json.load(f)
+    dim = int(np.sum(meta["pixel_mask"]))
+    model = models.build_model(config.model, dim=dim, prior=meta["prior"],
+                               num_train=meta["num_train"], num_labelled=meta["num_labelled"],
+                               precision=config.train.precision, seed=config.seed)
+    x = np.zeros((1, dim), np.float32)
+    model(x)
+    model.compute_losses(x, np.zeros((1,), np.int32), x)  # creates every weight
+    model.load_weights(paths["model.weights.h5"])
+    return model, config, meta, metrics
