@@ -21,7 +21,7 @@ def get_config(arg=None):
     config.model.name = "gmdgm"
     config.model.hidden_sizes = (256, 256)
     config.model.z_dim = 32
-    config.train.epochs = 150
+    config.train.epochs = 300
     if arg == "smoke":
         defaults.shrink(config)
     return config

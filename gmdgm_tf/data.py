@@ -314,31 +314,44 @@ def unfilter(x: np.ndarray, pixel_mask: np.ndarray, image_shape: tuple) -> np.nd
 # ----------------------------------------------------------------------------- tf.data
 
 
-def train_dataset(split: Split, labelled_batch_size: int, unlabelled_batch_size: int,
-                  seed: int) -> tf.data.Dataset:
-    """One epoch = one pass over the unlabelled pool.
+def _permutations(n: int, seed: int, stream: int, epoch):
+    """An endless stream of seeded permutations of range(n) for one epoch -> int32 indices."""
+    return tf.data.Dataset.range(2 ** 62).map(
+        lambda r: tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int32),
+            seed=tf.stack([tf.cast(seed * 8 + stream, tf.int64), epoch * 2 ** 31 + r]))
+    ).unbatch()
 
-    Yields ((x_labelled [B_l, dim], y_labelled [B_l]), x_unlabelled [B_u, dim]). The
-    labelled stream reshuffles and cycles; with no labelled classes it yields empty
+
+def epoch_dataset(split: Split, labelled_batch_size: int, unlabelled_batch_size: int,
+                  seed: int, epoch: int) -> tf.data.Dataset:
+    """The batches of one epoch: one pass over the unlabelled pool.
+
+    Yields ((x_labelled [B_l, dim], y_labelled [B_l]), x_unlabelled [B_u, dim]). The order
+    depends only on (seed, epoch), so a resumed run sees exactly the batches an
+    uninterrupted one would (skip the steps already done with `.skip`). The labelled
+    stream cycles through fresh permutations; with no labelled classes it yields empty
     [0, dim] batches so the step's shapes stay static.
     """
     n_u = len(split.x_unlabelled)
     if n_u < unlabelled_batch_size:
         raise DataError(f"unlabelled pool has {n_u} examples, fewer than one batch "
                         f"({unlabelled_batch_size})")
-    unlabelled = (tf.data.Dataset.from_tensor_slices(split.x_unlabelled)
-                  .shuffle(n_u, seed=seed, reshuffle_each_iteration=True)
-                  .batch(unlabelled_batch_size, drop_remainder=True))
+    epoch = tf.constant(epoch, tf.int64)
+    x_u = tf.constant(split.x_unlabelled)
+    unlabelled = (_permutations(n_u, seed, 0, epoch).take(n_u)
+                  .batch(unlabelled_batch_size, drop_remainder=True)
+                  .map(lambda idx: tf.gather(x_u, idx)))
     if len(split.x_labelled):
-        labelled = (tf.data.Dataset.from_tensor_slices(
-            (split.x_labelled, split.y_labelled.astype(np.int32)))
-                    .shuffle(len(split.x_labelled), seed=seed + 1, reshuffle_each_iteration=True)
-                    .repeat()
-                    .batch(labelled_batch_size, drop_remainder=True))
+        x_l = tf.constant(split.x_labelled)
+        y_l = tf.constant(split.y_labelled.astype(np.int32))
+        labelled = (_permutations(len(split.x_labelled), seed, 1, epoch)
+                    .batch(labelled_batch_size, drop_remainder=True)
+                    .map(lambda idx: (tf.gather(x_l, idx), tf.gather(y_l, idx))))
     else:
         empty = (np.zeros((0, split.dim), np.float32), np.zeros((0,), np.int32))
         labelled = tf.data.Dataset.from_tensors(empty).repeat()
-    return tf.data.Dataset.zip((labelled, unlabelled)).prefetch(tf.data.AUTOTUNE)
+    return tf.data.Dataset.zip((labelled, unlabelled)).prefetch(2)
 
 
 def steps_per_epoch(split: Split, unlabelled_batch_size: int) -> int:

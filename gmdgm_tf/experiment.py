@@ -2,16 +2,20 @@
 
 Everything that can be wrong with the config or the data is checked before the workdir is
 touched, so a bad run leaves nothing behind. Files written to the workdir:
-  config.json          the resolved config
-  metrics.json         final metrics, both protocols (see evaluation.py)
+  config.json          the resolved config (a resumed run must match it)
+  checkpoints/         tf.train checkpoints: weights, Adam slots, RNG state, epoch/step
   history.jsonl        one line per epoch: training terms + validation metrics
-  model.weights.h5     weights of the selected model
+  best.weights.h5      the best epoch on validation accuracy (never the test set)
+  model.weights.h5     weights of the selected model (train.select)
+  metrics.json         final metrics, both protocols (see evaluation.py)
   data_meta.json       what inference needs: pixel mask, image shape, classes, prior
   tensorboard/         scalars per epoch
+JSON files and weights are written to a temporary name and renamed into place.
 """
 
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -69,56 +73,71 @@ def predict_slots(model, x):
     return np.argmax(probs, axis=-1)
 
 
-class EpochEvaluation(keras.callbacks.Callback):
-    """Per epoch: validation metrics -> history.jsonl and TensorBoard; model selection
-    on validation (never test); the wall-clock budget."""
+class NonFiniteLossError(RuntimeError):
+    """The loss went NaN/inf; the last good checkpoint is kept as it was."""
 
-    def __init__(self, split, workdir, select, max_minutes):
+
+class StepWatch(keras.callbacks.Callback):
+    """Per step: stop on a non-finite loss (naming the terms), checkpoint every N steps."""
+
+    def __init__(self, state, epoch, first_step, every_steps):
         super().__init__()
-        self.split, self.select = split, select
-        self.history_path = os.path.join(workdir, "history.jsonl")
-        self.writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-        self.deadline = time.time() + 60 * max_minutes if max_minutes else None
-        self.best = (-1.0, None, -1)  # (accuracy, weights, epoch)
-        self.epoch_seconds = []
-        self._t0 = None
+        self.state, self.epoch, self.step = state, epoch, first_step
+        self.every_steps = every_steps
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.time()
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        bad = {k: v for k, v in (logs or {}).items() if not np.isfinite(v)}
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.epoch + 1} step {self.step}: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+                + "; the last good checkpoint is kept (lower the learning rate?)")
+        if self.every_steps and self.step % self.every_steps == 0:
+            self.state.save(self.epoch, self.step)
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(time.time() - self._t0)
-        split = self.split
-        slots = predict_slots(self.model, split.x_val)
-        slot_map = evaluation.cluster_to_class_map(
-            split.y_val, slots, split.num_classes, split.num_slots, split.labelled_classes)
-        report = evaluation.accuracy_report(split.y_val, slots, slot_map,
-                                            split.labelled_classes, split.num_classes)
-        record = {"epoch": epoch + 1, "seconds": round(self.epoch_seconds[-1], 2),
-                  **{k: float(v) for k, v in (logs or {}).items()},
-                  **{f"val_{k}": v for k, v in report.items() if k != "confusion_matrix"}}
-        with open(self.history_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        with self.writer.as_default(step=epoch + 1):
-            for k, v in record.items():
-                if isinstance(v, float):
-                    tf.summary.scalar(k, v)
-        logging.info("epoch %d (%.1fs): loss %.2f val accuracy %.4f", epoch + 1,
-                     record["seconds"], record.get("loss", float("nan")), report["accuracy"])
-        if self.select == "best_validation" and report["accuracy"] > self.best[0]:
-            self.best = (report["accuracy"], self.model.get_weights(), epoch + 1)
-        if self.deadline and time.time() > self.deadline:
-            logging.info("wall-clock budget reached after epoch %d", epoch + 1)
-            self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
-        self.writer.flush()
-        if self.select == "best_validation" and self.best[1] is not None:
-            self.model.set_weights(self.best[1])
+def _by_creation_order(variables):
+    """Keys by creation order, stable across processes and instances (names are not:
+    a second model in one process is 'gmdgm_1'); restore still checks every shape."""
+    return {f"v{i:04d}": v for i, v in enumerate(variables)}
+
+
+class TrainState:
+    """Everything a resumed run needs, in tf.train.Checkpoint form: weights, optimizer
+    slots, the RNG state (a model variable), and where in which epoch training stands.
+    CheckpointManager writes the new files before pointing at them, so a crash while
+    saving leaves the previous checkpoint usable."""
+
+    def __init__(self, model, workdir, keep):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Keras 3 layers are only partly visible to tf.train's object graph (the RNG state
+        # and nested layers' weights were missing), so every variable is named explicitly.
+        checkpoint = tf.train.Checkpoint(
+            model=_by_creation_order(model.variables),
+            optimizer=_by_creation_order(model.optimizer.variables), epoch=self.epoch,
+            step=self.step, best_accuracy=self.best_accuracy, best_epoch=self.best_epoch)
+        self.manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=keep)
+
+    def restore(self):
+        """-> (epoch, step within it) to continue from; (0, 0) for a new run."""
+        if self.manager.latest_checkpoint:
+            self.manager.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+            logging.info("resuming from %s", self.manager.latest_checkpoint)
+        return int(self.epoch.numpy()), int(self.step.numpy())
+
+    def save(self, epoch, step):
+        self.epoch.assign(epoch)
+        self.step.assign(step)
+        self.manager.save()
 
 
 def build(config, split):
-    """config + split -> compiled model (inside the current distribution strategy)."""
+    """config + split -> compiled model with every variable (optimizer slots too) created."""
     model = models.build_model(
         config.model, dim=split.dim, prior=split.prior, num_train=split.num_train,
         num_labelled=len(split.x_labelled), precision=config.train.precision,
@@ -126,60 +145,162 @@ def build(config, split):
     model.compile(optimizer=keras.optimizers.Adam(config.optimizer.learning_rate,
                                                   clipvalue=config.optimizer.clipvalue),
                   jit_compile=config.train.jit_compile)
+    x = np.zeros((1, split.dim), np.float32)
+    model(x)
+    model.compute_losses(x, np.zeros((1,), np.int32), x)
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
-def prepare_workdir(workdir, config):
-    """Creates the workdir; refuses one that holds a run of a different experiment."""
+# Settings that say how long or how loudly to run, not what the experiment is.
+_NOT_EXPERIMENT = ("train.epochs", "train.max_minutes", "train.verbose",
+                   "train.checkpoint_every_steps", "train.keep_checkpoints",
+                   "data.dir", "data.tfds_dir", "train.export_dir")
+_RUN_FILES = ("config.json", "history.jsonl", "metrics.json", "model.weights.h5",
+              "best.weights.h5", "data_meta.json")
+_RUN_DIRS = ("checkpoints", "tensorboard")
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(old, new):
+    """Experiment-defining fields that differ between two config dicts -> ['key: a -> b']."""
+    old, new = _flatten(old), _flatten(new)
+    keys = sorted((set(old) | set(new)) - set(_NOT_EXPERIMENT))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def prepare_workdir(workdir, config, fresh=False):
+    """Creates the workdir, or checks that the run in it is this experiment.
+
+    fresh=True deletes this package's files from the workdir (nothing else) first.
+    """
     config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
+    new = json.loads(config.to_json())
+    if fresh:
+        for name in _RUN_FILES:
+            if os.path.exists(os.path.join(workdir, name)):
+                os.remove(os.path.join(workdir, name))
+        for name in _RUN_DIRS:
+            shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    elif os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as f:
-            previous = json.load(f)
-        if previous != json.loads(config.to_json()):
-            raise ConfigError(f"workdir {workdir} holds a run with a different config; "
-                              "use another --workdir")
+            diffs = config_differences(json.load(f), new)
+        if diffs:
+            raise ConfigError(f"workdir {workdir} holds a different experiment ("
+                              + "; ".join(diffs) + "); use another --workdir or --fresh")
     os.makedirs(workdir, exist_ok=True)
-    for name in ("history.jsonl", "metrics.json"):
-        if os.path.exists(os.path.join(workdir, name)):
-            os.remove(os.path.join(workdir, name))
-    write_json_atomic(config_path, json.loads(config.to_json()))
+    write_json_atomic(config_path, new)
 
 
-def train_and_evaluate(config, workdir):
-    """Runs one experiment end to end and returns its metrics dict (also in metrics.json)."""
+def _read_history(path, upto_epoch):
+    """history.jsonl records of epochs <= upto_epoch (later ones belong to lost work)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r["epoch"] <= upto_epoch]
+
+
+def _save_weights_atomic(model, path):
+    tmp = path.replace(".weights.h5", ".tmp.weights.h5")
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def validation_report(model, split):
+    """Validation accuracy with the map built on validation itself (for selection)."""
+    slots = predict_slots(model, split.x_val)
+    slot_map = evaluation.cluster_to_class_map(
+        split.y_val, slots, split.num_classes, split.num_slots, split.labelled_classes)
+    return evaluation.accuracy_report(split.y_val, slots, slot_map, split.labelled_classes,
+                                      split.num_classes)
+
+
+def train_and_evaluate(config, workdir, fresh=False):
+    """Runs (or resumes) one experiment end to end; returns its metrics (as metrics.json)."""
     validate_config(config)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     split = data.load_split(config.data, config.seed)
-    dataset = data.train_dataset(split, config.data.labelled_batch_size,
-                                 config.data.unlabelled_batch_size, config.seed)
     model = build(config, split)
     logging.info("%s: %d labelled, %d unlabelled, %d validation, %d test, dim %d, %d slots",
                  config.model.name, len(split.x_labelled), len(split.x_unlabelled),
                  len(split.x_val), len(split.x_test), split.dim, split.num_slots)
 
-    prepare_workdir(workdir, config)
+    prepare_workdir(workdir, config, fresh)
+    state = TrainState(model, workdir, config.train.keep_checkpoints)
+    start_epoch, start_step = state.restore()
+    history_path = os.path.join(workdir, "history.jsonl")
+    history = _read_history(history_path, start_epoch)
+    with open(history_path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in history)
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    best_path = os.path.join(workdir, "best.weights.h5")
     steps = config.train.steps_per_epoch or data.steps_per_epoch(
         split, config.data.unlabelled_batch_size)
-    callback = EpochEvaluation(split, workdir, config.train.select, config.train.max_minutes)
-    start = time.time()
-    model.fit(dataset.repeat() if config.train.steps_per_epoch else dataset,
-              epochs=config.train.epochs, steps_per_epoch=steps if config.train.steps_per_epoch
-              else None, callbacks=[callback], verbose=config.train.verbose)
-    train_seconds = time.time() - start
+    deadline = time.time() + 60 * config.train.max_minutes if config.train.max_minutes else None
 
+    for epoch in range(start_epoch, config.train.epochs):
+        skip = start_step if epoch == start_epoch else 0
+        dataset = data.epoch_dataset(split, config.data.labelled_batch_size,
+                                     config.data.unlabelled_batch_size, config.seed, epoch)
+        if config.train.steps_per_epoch:
+            dataset = dataset.repeat()
+        t0 = time.time()
+        logs = model.fit(dataset.skip(skip).take(steps - skip), epochs=1, shuffle=False,
+                         verbose=int(config.train.verbose == 1),
+                         callbacks=[StepWatch(state, epoch, skip,
+                                              config.train.checkpoint_every_steps)]).history
+        report = validation_report(model, split)
+        record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 2),
+                  **{k: float(v[-1]) for k, v in logs.items()},
+                  **{f"val_{k}": v for k, v in report.items() if k != "confusion_matrix"}}
+        with open(history_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        history.append(record)
+        with writer.as_default(step=epoch + 1):
+            for k, v in record.items():
+                if isinstance(v, float):
+                    tf.summary.scalar(k, v)
+        if report["accuracy"] > state.best_accuracy.numpy():
+            state.best_accuracy.assign(report["accuracy"])
+            state.best_epoch.assign(epoch + 1)
+            _save_weights_atomic(model, best_path)
+        state.save(epoch + 1, 0)
+        logging.info("epoch %d/%d (%.1fs): loss %.2f, validation accuracy %.4f",
+                     epoch + 1, config.train.epochs, record["seconds"],
+                     record.get("loss", float("nan")), report["accuracy"])
+        if deadline and time.time() > deadline:
+            logging.info("wall-clock budget of %s minutes reached", config.train.max_minutes)
+            break
+    writer.flush()
+
+    selected = len(history)
+    if config.train.select == "best_validation" and os.path.exists(best_path):
+        model.load_weights(best_path)
+        selected = int(state.best_epoch.numpy())
     metrics = evaluation.evaluate_protocols(
         split.y_val, predict_slots(model, split.x_val),
         split.y_test, predict_slots(model, split.x_test),
         num_classes=split.num_classes, num_slots=split.num_slots,
         labelled_classes=split.labelled_classes)
+    seconds = [r["seconds"] for r in history]
     metrics["training"] = {
-        "epochs_run": len(callback.epoch_seconds), "steps_per_epoch": steps,
-        "selected_epoch": callback.best[2] if config.train.select == "best_validation"
-        else len(callback.epoch_seconds),
-        "seconds": round(train_seconds, 1),
-        "seconds_per_epoch_median": round(float(np.median(callback.epoch_seconds)), 2),
+        "epochs_run": len(history), "steps_per_epoch": steps, "selected_epoch": selected,
+        "selection": config.train.select, "seconds": round(float(np.sum(seconds)), 1),
+        "seconds_per_epoch_median": round(float(np.median(seconds)), 2) if seconds else None,
     }
-    model.save_weights(os.path.join(workdir, "model.weights.h5"))
+    _save_weights_atomic(model, os.path.join(workdir, "model.weights.h5"))
     write_json_atomic(os.path.join(workdir, "data_meta.json"), {
         "source": config.data.source, "class_names": split.class_names,
         "image_shape": list(split.image_shape), "pixel_mask": split.pixel_mask.tolist(),

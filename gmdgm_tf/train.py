@@ -4,7 +4,8 @@ r"""Trains and evaluates one experiment.
   python -m gmdgm_tf.train --config=configs/mnist_gmdgm.py --workdir=runs/mnist \
       --config.data.dir=../shared/data/mnist --config.train.epochs=3
 
-Any config field can be overridden with --config.<field>=<value>.
+Any config field can be overridden with --config.<field>=<value>. Rerunning the same
+command on the same workdir resumes an interrupted run; --fresh starts over.
 """
 
 import sys
@@ -17,14 +18,18 @@ from gmdgm_tf import data, experiment
 config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and logs.")
+flags.DEFINE_bool("fresh", False, "Start over, deleting this package's files in --workdir "
+                  "(otherwise an interrupted run in --workdir is resumed).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
     try:
-        experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-    except (data.DataError, experiment.ConfigError, ValueError) as e:
+        experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
+                                      fresh=flags.FLAGS.fresh)
+    except (data.DataError, experiment.ConfigError, experiment.NonFiniteLossError,
+            ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

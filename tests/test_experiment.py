@@ -1,0 +1,177 @@
+"""End to end: training beats chance, resume after SIGKILL, determinism, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gmdgm_tf import data, experiment
+from conftest import REPO, load_config
+
+
+def tiny_digits(model="gmdgm", **train):
+    config = load_config("digits_gmdgm", "smoke")
+    config.model.name = model
+    config.train.update(train)
+    return config
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("model", ["gmdgm", "m2"])
+def test_training_beats_chance_and_writes_run(tmp_path, model):
+    config = load_config("digits_gmdgm")
+    config.model.name = model
+    config.model.hidden_sizes = (128, 128)
+    config.model.z_dim = 16
+    config.train.epochs = 15
+    metrics = experiment.train_and_evaluate(config, str(tmp_path))
+    # 10 classes: chance is 0.1 overall; 5 labelled classes with 10 labels each
+    assert metrics["heldout"]["accuracy_labelled_classes"] > 0.6, metrics["heldout"]
+    assert metrics["heldout"]["accuracy"] > 0.35, metrics["heldout"]
+    assert metrics["heldout"]["nmi"] > 0.3
+    for name in ("config.json", "metrics.json", "history.jsonl", "model.weights.h5",
+                 "data_meta.json", "best.weights.h5"):
+        assert os.path.exists(tmp_path / name), name
+    assert os.listdir(tmp_path / "tensorboard")
+    history = [json.loads(l) for l in open(tmp_path / "history.jsonl", encoding="utf-8")]
+    assert [r["epoch"] for r in history] == list(range(1, 16))
+    assert np.array(metrics["heldout"]["assignment_matrix"]).shape == (10, 15)
+    # the saved run restores to the same predictions
+    restored, _, meta, _ = experiment.load_run(str(tmp_path))
+    split = data.load_split(config.data, config.seed)
+    assert sum(meta["pixel_mask"]) == split.dim
+    slots = experiment.predict_slots(restored, split.x_test)
+    test_map = np.array(metrics["heldout"]["slot_map"])[slots]
+    assert np.mean(test_map == split.y_test) == pytest.approx(metrics["heldout"]["accuracy"])
+
+
+def test_same_seed_same_metrics_different_seed_differs(tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        config = tiny_digits(deterministic=True, epochs=2, steps_per_epoch=4)
+        config.seed = seed
+        experiment.train_and_evaluate(config, str(tmp_path / name))
+        runs[name] = read_json(tmp_path / name / "metrics.json")
+        runs[name].pop("training")
+        runs[name]["history"] = [
+            {k: v for k, v in json.loads(l).items() if k != "seconds"}
+            for l in open(tmp_path / name / "history.jsonl", encoding="utf-8")]
+    assert runs["a"] == runs["b"]
+    assert runs["a"]["history"] != runs["c"]["history"]
+
+
+def _train_cmd(workdir, *overrides):
+    return [sys.executable, "-m", "gmdgm_tf.train", "--config=configs/digits_gmdgm.py:smoke",
+            f"--workdir={workdir}", *overrides]
+
+
+RESUME_OVERRIDES = ("--config.train.deterministic=True", "--config.train.epochs=5",
+                    "--config.train.steps_per_epoch=30", "--config.train.checkpoint_every_steps=7",
+                    "--config.model.hidden_sizes=(384,384)")
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(reference, *RESUME_OVERRIDES), cwd=REPO, check=True,
+                   capture_output=True)
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = workdir / "history.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and history.read_text().count("\n") >= 2:
+            time.sleep(0.4)  # well into epoch 3 (30 steps of ~40 ms)
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (workdir / "metrics.json").exists()
+
+    rerun = subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
+                           capture_output=True, text=True, check=True)
+    assert "resuming from" in rerun.stderr
+    resumed_at = rerun.stderr.split("resuming from")[1].split()[0]
+    assert not resumed_at.endswith("ckpt-0")
+    final = read_json(workdir / "metrics.json")
+    expected = read_json(reference / "metrics.json")
+    final.pop("training"), expected.pop("training")
+    assert final == expected
+    epochs = [json.loads(l)["epoch"] for l in open(history, encoding="utf-8")]
+    assert epochs == [1, 2, 3, 4, 5]
+
+
+# --------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.name", "vae", "unknown model 'vae'"),
+    ("model.likelihood", "poisson", "unknown likelihood 'poisson'"),
+    ("data.source", "cifar", "unknown dataset 'cifar'"),
+    ("data.labelled_classes", (3, 11), r"\[11\] are not classes"),
+    ("data.labels_per_class", 500, "class 0 has only"),
+    ("data.num_extra_slots", -1, "num_extra_slots must be >= 0"),
+    ("data.prior", (0.5,) * 15, "must sum to 1"),
+    ("train.precision", "float16", "unknown precision"),
+])
+def test_bad_config_fails_before_writing(tmp_path, field, value, message):
+    config = tiny_digits()
+    section, key = field.split(".")
+    with config.unlocked():
+        config[section][key] = value
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        experiment.train_and_evaluate(config, str(workdir))
+    assert not workdir.exists()
+
+
+def test_missing_data_dir_fails_before_writing(tmp_path):
+    config = load_config("mnist_gmdgm", "smoke")
+    config.data.dir = str(tmp_path / "no_such_dir")
+    with pytest.raises(data.DataError, match="data directory does not exist"):
+        experiment.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_workdir_of_another_experiment_is_refused(tmp_path):
+    experiment.train_and_evaluate(tiny_digits(epochs=1, steps_per_epoch=2), str(tmp_path))
+    before = read_json(tmp_path / "metrics.json")
+    other = tiny_digits(epochs=1, steps_per_epoch=2)
+    other.model.name = "m2"
+    with pytest.raises(experiment.ConfigError, match="model.name: 'gmdgm' -> 'm2'"):
+        experiment.train_and_evaluate(other, str(tmp_path))
+    assert read_json(tmp_path / "metrics.json") == before
+    experiment.train_and_evaluate(other, str(tmp_path), fresh=True)
+    assert read_json(tmp_path / "config.json")["model"]["name"] == "m2"
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    config = tiny_digits(epochs=3, steps_per_epoch=5, checkpoint_every_steps=0)
+    experiment.train_and_evaluate(config, str(tmp_path))
+    good = sorted(os.listdir(tmp_path / "checkpoints"))
+    config.train.epochs = 6  # resume the same experiment with a poisoned optimizer
+    with config.unlocked():
+        config.optimizer.learning_rate = 1e30
+    # learning rate is part of the experiment: start a fresh run and let it blow up
+    with pytest.raises(experiment.NonFiniteLossError, match=r"non-finite loss at epoch 1 step \d+: .*loss=nan"):
+        experiment.train_and_evaluate(config, str(tmp_path / "blown"))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == good
+    assert not (tmp_path / "blown" / "metrics.json").exists()
+
+
+def test_cli_prints_one_line_error_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(_train_cmd(workdir, "--config.model.name=vae"), cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "error: unknown model 'vae'" in result.stderr
+    assert not workdir.exists()
