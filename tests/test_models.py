@@ -165,3 +165,13 @@ def test_bad_names():
     cfg = ml_collections.ConfigDict(dict(name="vae", alpha=1.0, alpha_scaling="none"))
     with pytest.raises(ValueError, match="unknown model 'vae'"):
         models.build_model(cfg, dim=D, prior=PRIOR, num_train=1, num_labelled=1)
+
+
+@pytest.mark.parametrize("name", ["gmdgm", "m2"])
+def test_vectorised_bound_equals_naive_slot_loop(name):
+    from gmdgm_tf.models import reference  # pylint: disable=import-outside-toplevel
+    model, x = tiny_model(name)
+    eps = np.random.RandomState(4).randn(B, K, Z).astype(np.float32)
+    np.testing.assert_allclose(model.elbo_unlabelled(x, eps=eps).numpy(),
+                               reference.elbo_unlabelled_naive(model, x, eps).numpy(),
+                               rtol=1e-5, atol=1e-4)
