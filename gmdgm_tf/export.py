@@ -1,0 +1,399 @@
+r"""SavedModel export: serve a trained run with TensorFlow alone.
+
+  python -m gmdgm_tf.export --workdir=runs/digits --export_dir=exports/digits
+  python -m gmdgm_tf.export --workdir=RUN --export_dir=DIR --overwrite --protocol=paper
+
+The export is a `tf.Module` saved with `tf.saved_model.save`. Loading it needs only
+TensorFlow (no gmdgm_tf, Keras model code or TensorFlow Probability):
+
+  m = tf.saved_model.load(DIR)
+  m.classify(images)["label"]                      # Python call, any accepted input form
+  m.signatures["classify"](images=images)          # serving signature (float32 [N, H, W])
+
+Images go in as the dataset gives them; every function accepts four forms, traced at
+export time: dtype uint8 or float32, shape [N, H, W] or [N, H, W, 1] (H, W = the training
+images, 28 x 28 for MNIST, 8 x 8 for digits). float32 input must already be in [0, 1];
+uint8 input is divided by `uint8_divisor` (255 for MNIST-like sources, 16 for
+scikit-learn's digits, whose raw pixels are 0..16). Scaling, range / NaN checks and the
+pixel filter all run inside the graph. The named SavedModel signatures (for TF Serving
+or `saved_model_cli`) take the rank-3 forms: `<name>` float32 and `<name>_uint8` uint8.
+
+Functions (all outputs are dicts of named tensors; only `sample` is random, and it is a
+pure function of its seed):
+  classify     probs [N, C] (slot probabilities summed into the C classes through the
+               slot->class map; mass on unnamed slots dropped, renormalised),
+               label [N] int32 (argmax of probs), slot_probs [N, S], slot [N] int32
+               (argmax slot), slot_class [N] int32 (the class the argmax slot is named
+               after, -1 for an unnamed slot: the cluster-and-label prediction that
+               metrics.json scores)
+  cluster      slot_probs [N, S], slot [N] int32
+  embed        z_mean [N, Z], z_scale [N, Z] of q(z|x,y) at the argmax slot; slot [N]
+  reconstruct  reconstruction [N, H, W] (mean of p(x|y,z) at the argmax slot and the mean
+               of q(z|x,y); Bernoulli probabilities, 0 where pixels were filtered out);
+               slot [N]
+  sample       (slot: int32 [], num: int32 [], seed: int32 [2]) -> images [num, H, W],
+               the mean of p(x|y,z) for z ~ p(z|y=slot)
+`serving_default` is `classify` (float32). The module also carries `image_shape`,
+`pixel_mask`, `slot_to_class` and `uint8_divisor` as variables, and DIR/gmdgm_export.json
+holds the metadata (dataset, class names, slot map and its protocol, headline metrics,
+versions, signatures).
+"""
+
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+import gmdgm_tf
+
+METADATA_FILE = "gmdgm_export.json"
+FORMAT = "gmdgm_tf.export/1"
+PROTOCOLS = ("heldout", "paper")
+UNNAMED = -1
+# Raw pixel scale of uint8 images per source (digits come as 0..16 from scikit-learn).
+UINT8_DIVISOR = {"digits": 16.0}
+DEFAULT_UINT8_DIVISOR = 255.0
+IMAGE_FUNCTIONS = ("classify", "cluster", "embed", "reconstruct")
+SIGNATURE_KEYS = ("serving_default",) + tuple(
+    f"{name}{suffix}" for name in IMAGE_FUNCTIONS for suffix in ("", "_uint8")) + ("sample",)
+HEADLINE_METRICS = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelled_classes",
+                    "nmi", "ari")
+
+
+class ExportError(ValueError):
+    """An export that cannot be made; raised before anything is written to export_dir."""
+
+
+def uint8_divisor(source):
+    """The number a uint8 image of `source` is divided by to land in [0, 1]."""
+    return UINT8_DIVISOR.get(source, DEFAULT_UINT8_DIVISOR)
+
+
+def image_specs(image_shape):
+    """The four accepted input forms: {uint8, float32} x {[N, H, W], [N, H, W, 1]}."""
+    height, width = image_shape
+    return [tf.TensorSpec(shape, dtype, name="images")
+            for dtype in (tf.float32, tf.uint8)
+            for shape in ([None, height, width], [None, height, width, 1])]
+
+
+class InferenceModule(tf.Module):
+    """The exported object: preprocessing + the trained networks, as tf.functions.
+
+    The Keras model is only closed over by the functions (never an attribute), so the
+    SavedModel holds their graphs and the variables they read, not Keras objects.
+    """
+
+    def __init__(self, model, image_shape, pixel_mask, slot_map, num_classes, divisor):
+        super().__init__(name="gmdgm_export")
+        image_shape = tuple(int(s) for s in image_shape)
+        pixel_mask = np.asarray(pixel_mask, bool).reshape(-1)
+        slot_map = np.asarray(slot_map, np.int32)
+        num_pixels = int(np.prod(image_shape))
+        if pixel_mask.size != num_pixels:
+            raise ExportError(f"pixel mask has {pixel_mask.size} entries, images have "
+                              f"{num_pixels} pixels")
+        if int(pixel_mask.sum()) != model.dim:
+            raise ExportError(f"pixel mask keeps {int(pixel_mask.sum())} pixels but the model "
+                              f"takes {model.dim}")
+        if slot_map.shape != (model.num_slots,):
+            raise ExportError(f"slot map has {slot_map.size} entries, the model has "
+                              f"{model.num_slots} slots")
+        if np.any((slot_map < UNNAMED) | (slot_map >= num_classes)):
+            raise ExportError(f"slot map {slot_map.tolist()} names classes outside "
+                              f"0..{num_classes - 1}")
+        if not np.any(slot_map != UNNAMED):
+            raise ExportError("the slot map names no slot, so no class can be predicted")
+
+        self.image_shape = tf.Variable(image_shape, dtype=tf.int32, trainable=False,
+                                       name="image_shape")
+        self.pixel_mask = tf.Variable(pixel_mask.reshape(image_shape), trainable=False,
+                                      name="pixel_mask")
+        self.slot_to_class = tf.Variable(slot_map, trainable=False, name="slot_to_class")
+        self.uint8_divisor = tf.Variable(float(divisor), dtype=tf.float32, trainable=False,
+                                         name="uint8_divisor")
+        self.num_classes = tf.Variable(int(num_classes), dtype=tf.int32, trainable=False,
+                                       name="num_classes")
+
+        kept = np.flatnonzero(pixel_mask).astype(np.int32)
+        # Position of every full-image pixel in [kept pixels..., 0]: dropped pixels read the
+        # appended zero, which turns a [N, kept] model output back into a full image.
+        scatter = np.full(num_pixels, kept.size, np.int32)
+        scatter[kept] = np.arange(kept.size, dtype=np.int32)
+        # membership[s, c]: slot s is named after class c.
+        membership = np.zeros((model.num_slots, num_classes), bool)
+        named = slot_map != UNNAMED
+        membership[np.flatnonzero(named), slot_map[named]] = True
+        height, width = image_shape
+        num_slots = model.num_slots
+
+        def preprocess(images):
+            """Raw images (any accepted form) -> [N, kept] float32 in [0, 1]."""
+            if images.shape.rank == 4:
+                images = images[..., 0]
+            if images.dtype == tf.uint8:
+                x = tf.cast(images, tf.float32)
+                checks = [tf.debugging.assert_less_equal(
+                    x, self.uint8_divisor,
+                    message=f"uint8 images must be in 0..{divisor:g} for this dataset")]
+                with tf.control_dependencies(checks):
+                    x = x / self.uint8_divisor
+            else:
+                # NaN also fails the range checks, so they wait for the finiteness check
+                # and a NaN is reported as such.
+                images = tf.debugging.assert_all_finite(images, "images contain NaN or Inf")
+                checks = [
+                    tf.debugging.assert_greater_equal(
+                        images, 0.0, message="float32 images must be in [0, 1] (got < 0)"),
+                    tf.debugging.assert_less_equal(
+                        images, 1.0, message="float32 images must be in [0, 1] (got > 1)")]
+                with tf.control_dependencies(checks):
+                    x = tf.identity(images)
+            flat = tf.reshape(x, [-1, height * width])
+            return tf.gather(flat, kept, axis=1)
+
+        def unfilter(x):
+            """[N, kept] -> [N, H, W], filtered-out pixels 0."""
+            padded = tf.concat([x, tf.zeros_like(x[:, :1])], axis=1)
+            return tf.reshape(tf.gather(padded, scatter, axis=1), [-1, height, width])
+
+        def slot_logits(x):
+            return tf.cast(model.classifier(x), tf.float32)
+
+        def argmax_slot(logits):
+            return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+        def classify(images):
+            logits = slot_logits(preprocess(images))
+            log_slot_probs = tf.nn.log_softmax(logits)
+            # log sum_{s named c} p(s|x) per class, -inf for a class with no slot; the
+            # softmax over classes drops the unnamed slots' mass and renormalises.
+            grouped = tf.where(membership[None], log_slot_probs[:, :, None],
+                               tf.constant(-np.inf, tf.float32))
+            probs = tf.nn.softmax(tf.reduce_logsumexp(grouped, axis=1))
+            slot = argmax_slot(logits)
+            return {"probs": probs, "label": tf.argmax(probs, -1, output_type=tf.int32),
+                    "slot_probs": tf.exp(log_slot_probs), "slot": slot,
+                    "slot_class": tf.gather(self.slot_to_class, slot)}
+
+        def cluster(images):
+            logits = slot_logits(preprocess(images))
+            return {"slot_probs": tf.nn.softmax(logits), "slot": argmax_slot(logits)}
+
+        def embed(images):
+            x = preprocess(images)
+            slot = argmax_slot(slot_logits(x))
+            q_z = model.q_z_given_xy(x, tf.one_hot(slot, num_slots)[:, None, :])
+            return {"z_mean": tf.convert_to_tensor(q_z.distribution.loc[:, 0]),
+                    "z_scale": tf.convert_to_tensor(q_z.distribution.scale[:, 0]),
+                    "slot": slot}
+
+        def reconstruct(images):
+            x = preprocess(images)
+            return {"reconstruction": unfilter(tf.cast(model.reconstruct(x), tf.float32)),
+                    "slot": argmax_slot(slot_logits(x))}
+
+        def sample(slot, num, seed):
+            checks = [
+                tf.debugging.assert_greater_equal(
+                    slot, 0, message=f"slot must be in 0..{num_slots - 1}"),
+                tf.debugging.assert_less(slot, num_slots,
+                                         message=f"slot must be in 0..{num_slots - 1}"),
+                tf.debugging.assert_non_negative(num, message="num must be >= 0")]
+            with tf.control_dependencies(checks):
+                images = tf.cast(model.sample(slot, num, seed), tf.float32)
+            return {"images": unfilter(images)}
+
+        specs = image_specs(image_shape)
+        for name, fn in (("classify", classify), ("cluster", cluster), ("embed", embed),
+                         ("reconstruct", reconstruct)):
+            function = tf.function(fn, autograph=False)
+            for spec in specs:
+                function.get_concrete_function(spec)
+            setattr(self, name, function)
+        self.sample = tf.function(sample, autograph=False, input_signature=[
+            tf.TensorSpec([], tf.int32, name="slot"), tf.TensorSpec([], tf.int32, name="num"),
+            tf.TensorSpec([2], tf.int32, name="seed")])
+
+        # Track exactly the variables the graphs read (not the Keras objects around them).
+        captured = {}
+        for function in self.serving_signatures().values():
+            for variable in function.variables:
+                captured[id(variable)] = variable
+        own = {id(v) for v in (self.image_shape, self.pixel_mask, self.slot_to_class,
+                               self.uint8_divisor, self.num_classes)}
+        self.model_variables = [v for k, v in captured.items() if k not in own]
+
+    def serving_signatures(self):
+        """{signature key: concrete function}: rank-3 float32 `<name>`, uint8 `<name>_uint8`."""
+        float_spec, _, uint8_spec, _ = image_specs(tuple(self.image_shape.numpy()))
+        signatures = {}
+        for name in IMAGE_FUNCTIONS:
+            function = getattr(self, name)
+            signatures[name] = function.get_concrete_function(float_spec)
+            signatures[f"{name}_uint8"] = function.get_concrete_function(uint8_spec)
+        signatures["sample"] = self.sample.get_concrete_function()
+        signatures["serving_default"] = signatures["classify"]
+        return signatures
+
+
+def describe_signatures(signatures):
+    """{key: {"inputs": {name: [dtype, shape]}, "outputs": {...}}} for the metadata."""
+    def spec(t):
+        return [t.dtype.name, [None if d is None else int(d) for d in t.shape.as_list()]]
+    out = {}
+    for key in SIGNATURE_KEYS:
+        function = signatures[key]
+        inputs = function.structured_input_signature[1]
+        out[key] = {"inputs": {k: spec(v) for k, v in sorted(inputs.items())},
+                    "outputs": {k: spec(v) for k, v in
+                                sorted(function.structured_outputs.items())}}
+    return out
+
+
+def _headline(metrics):
+    return {name: {k: metrics[name].get(k) for k in HEADLINE_METRICS}
+            for name in PROTOCOLS if name in metrics}
+
+
+def _check_destination(workdir, export_dir, overwrite):
+    export_dir = os.path.abspath(export_dir)
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise ExportError(f"export_dir {export_dir} exists and is not a directory")
+    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+        raise ExportError(f"export_dir {export_dir} exists and is not empty; pass --overwrite "
+                          "(overwrite=True) to replace it")
+    if export_dir == workdir or workdir.startswith(export_dir + os.sep):
+        raise ExportError(f"export_dir {export_dir} would replace the run in {workdir}")
+    if export_dir == os.path.dirname(export_dir):
+        raise ExportError("export_dir cannot be a filesystem root")
+    return export_dir
+
+
+def _move_into_place(tmp, export_dir):
+    """Renames the finished export `tmp` to `export_dir`, replacing what is there."""
+    if not os.path.exists(export_dir):
+        os.rename(tmp, export_dir)
+        return
+    parent, base = os.path.split(export_dir)
+    old = tempfile.mkdtemp(dir=parent, prefix=f".{base}.old-")
+    os.rmdir(old)
+    os.rename(export_dir, old)
+    try:
+        os.rename(tmp, export_dir)
+    except BaseException:
+        os.rename(old, export_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
+    """Exports the finished run in `workdir` as a SavedModel in `export_dir`.
+
+    protocol picks the slot->class map baked into `classify` (metrics.json's heldout map,
+    built on validation, or the paper map, built on test). The export is written to a
+    temporary directory beside export_dir and renamed into place only when complete; a
+    non-empty export_dir is refused unless overwrite. Returns the metadata dict (also in
+    export_dir/gmdgm_export.json).
+
+    Raises ExportError (bad arguments, existing export_dir, inconsistent run) and
+    FileNotFoundError (workdir holds no finished run).
+    """
+    if protocol not in PROTOCOLS:
+        raise ExportError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    export_dir = _check_destination(workdir, export_dir, overwrite)
+    from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
+    model, config, meta, metrics = experiment.load_run(workdir)
+    if protocol not in metrics or "slot_map" not in metrics[protocol]:
+        raise ExportError(f"{workdir}/metrics.json has no {protocol} slot map")
+    slot_map = metrics[protocol]["slot_map"]
+    class_names = list(meta["class_names"])
+    divisor = uint8_divisor(meta["source"])
+    module = InferenceModule(model, meta["image_shape"], meta["pixel_mask"], slot_map,
+                             len(class_names), divisor)
+    signatures = module.serving_signatures()
+    metadata = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "workdir": os.path.abspath(workdir),
+        "package_version": gmdgm_tf.__version__,
+        "tensorflow_version": tf.__version__,
+        "dataset": meta["source"],
+        "model": config.model.name,
+        "likelihood": config.model.likelihood,
+        "image_shape": [int(s) for s in meta["image_shape"]],
+        "uint8_divisor": divisor,
+        "num_pixels_kept": int(np.sum(meta["pixel_mask"])),
+        "class_names": class_names,
+        "labelled_classes": list(meta["labelled_classes"]),
+        "num_slots": len(slot_map),
+        "slot_map": [int(s) for s in slot_map],
+        "slot_map_protocol": protocol,
+        "metrics": _headline(metrics),
+        "training": metrics.get("training", {}),
+        "signatures": describe_signatures(signatures),
+    }
+
+    parent, base = os.path.split(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; give it normal permissions
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=1)
+        _move_into_place(tmp, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logging.info("exported %s (%s map) to %s", workdir, protocol, export_dir)
+    return metadata
+
+
+def directory_size(path):
+    """Total bytes of the files under `path`."""
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def define_flags():
+    """The CLI's flags; defined only when run as a program, so that importing this module
+    (e.g. from the training command) adds no flags that could clash with the caller's."""
+    flags.DEFINE_string("workdir", None, "Workdir of a finished training run.")
+    flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel to.")
+    flags.DEFINE_bool("overwrite", False, "Replace a non-empty export_dir.")
+    flags.DEFINE_enum("protocol", "heldout", PROTOCOLS,
+                      "Whose slot->class map classify uses: heldout (built on validation) "
+                      "or paper (built on test).")
+    flags.mark_flags_as_required(["workdir", "export_dir"])
+
+
+def main(argv):
+    del argv
+    FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+    try:
+        metadata = export_run(FLAGS.workdir, FLAGS.export_dir, FLAGS.overwrite, FLAGS.protocol)
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    size = directory_size(FLAGS.export_dir) / 1e6
+    print(f"exported {FLAGS.workdir} -> {FLAGS.export_dir} ({size:.2f} MB, "
+          f"{metadata['slot_map_protocol']} slot map); signatures: "
+          f"{', '.join(SIGNATURE_KEYS)}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,393 @@
+"""SavedModel export (gmdgm_tf.export) and the TensorFlow-only predict CLI.
+
+One tiny digits run is trained and exported once for the module; the export is then
+loaded in a separate Python process that never imports gmdgm_tf or TFP, and its outputs
+are compared with the Keras model's.
+"""
+
+import ast
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gmdgm_tf import data, experiment, export, predict
+from conftest import REPO, load_config
+
+N = 16
+SAMPLE = dict(slot=3, num=5, seed=(7, 11))
+
+CLIENT = r'''
+import sys
+import numpy as np
+import tensorflow as tf
+
+export_dir, inputs, outputs = sys.argv[1:]
+m = tf.saved_model.load(export_dir)
+x = np.load(inputs)
+images = {"": x["float"], "_uint8": x["uint8"]}
+out = {}
+for key, fn in m.signatures.items():
+    if key == "sample":
+        result = fn(slot=tf.constant(int(x["slot"])), num=tf.constant(int(x["num"])),
+                    seed=tf.constant(x["seed"]))
+    else:
+        result = fn(images=tf.constant(images["_uint8" if key.endswith("_uint8") else ""]))
+    out.update({f"{key}/{k}": v.numpy() for k, v in result.items()})
+# The Python-callable functions take the rank-4 forms too.
+out.update({f"classify_rank4/{k}": v.numpy()
+            for k, v in m.classify(x["float"][..., None]).items()})
+out.update({f"reconstruct_rank4_uint8/{k}": v.numpy()
+            for k, v in m.reconstruct(x["uint8"][..., None]).items()})
+forbidden = sorted(name for name in sys.modules
+                   if name.split(".")[0] in ("gmdgm_tf", "tensorflow_probability"))
+if forbidden:
+    sys.exit(f"the client imported {forbidden[:5]}")
+np.savez(outputs, **out)
+'''
+
+
+def run_python(args, cwd):
+    proc = subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"{args[:2]} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    config = load_config("digits_gmdgm", "smoke")
+    workdir = str(root / "run")
+    experiment.train_and_evaluate(config, workdir)
+    export_dir = str(root / "export")
+    metadata = export.export_run(workdir, export_dir)
+    model, _, meta, metrics = experiment.load_run(workdir)
+    raw = data.load_raw(config.data)
+    images = raw.test_x[:N]
+    return types.SimpleNamespace(
+        root=root, workdir=workdir, export_dir=export_dir, metadata=metadata, model=model,
+        meta=meta, metrics=metrics, raw=raw, images=images,
+        images_uint8=np.round(images * 16).astype(np.uint8),
+        loaded=tf.saved_model.load(export_dir))
+
+
+def reference(run, images):
+    """What every signature should return, computed from the Keras model itself."""
+    model, mask = run.model, np.asarray(run.meta["pixel_mask"], bool)
+    shape = tuple(run.meta["image_shape"])
+    x = images.reshape(len(images), -1)[:, mask]
+    slot_probs = model(x).numpy()
+    slot = slot_probs.argmax(-1)
+    slot_map = np.asarray(run.metrics["heldout"]["slot_map"])
+    class_mass = np.zeros((len(x), len(run.meta["class_names"])))
+    for s, c in enumerate(slot_map):
+        if c >= 0:
+            class_mass[:, c] += slot_probs[:, s]
+    q_z = model.q_z_given_xy(x, tf.one_hot(slot, model.num_slots)[:, None, :])
+    sample = model.sample(SAMPLE["slot"], SAMPLE["num"], seed=SAMPLE["seed"]).numpy()
+    return {
+        "slot_probs": slot_probs, "slot": slot,
+        "probs": class_mass / class_mass.sum(1, keepdims=True),
+        "slot_class": slot_map[slot],
+        "z_mean": q_z.distribution.loc.numpy()[:, 0],
+        "z_scale": q_z.distribution.scale.numpy()[:, 0],
+        "reconstruction": data.unfilter(model.reconstruct(x).numpy(), mask, shape),
+        "sample": data.unfilter(sample, mask, shape),
+    }
+
+
+def assert_argmax(probs, got, margin=1e-5):
+    """got == argmax(probs) wherever the top two entries differ by more than margin."""
+    top2 = np.sort(probs, -1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > margin
+    np.testing.assert_array_equal(np.asarray(got)[clear], probs.argmax(-1)[clear])
+
+
+# ------------------------------------------------------------------------ the export
+
+
+def test_signatures_and_metadata(run):
+    signatures = run.loaded.signatures
+    assert set(signatures) == set(export.SIGNATURE_KEYS)
+    outputs = {"classify": {"probs", "label", "slot_probs", "slot", "slot_class"},
+               "cluster": {"slot_probs", "slot"}, "embed": {"z_mean", "z_scale", "slot"},
+               "reconstruct": {"reconstruction", "slot"}}
+    for name, keys in outputs.items():
+        for key, dtype in ((name, tf.float32), (f"{name}_uint8", tf.uint8)):
+            fn = signatures[key]
+            assert set(fn.structured_outputs) == keys
+            assert fn.structured_input_signature[1] == {
+                "images": tf.TensorSpec([None, 8, 8], dtype, name="images")}
+    assert set(signatures["serving_default"].structured_outputs) == outputs["classify"]
+    assert set(signatures["sample"].structured_input_signature[1]) == {"slot", "num", "seed"}
+    assert signatures["sample"].structured_outputs["images"].shape.as_list() == [None, 8, 8]
+    assert signatures["classify"].structured_outputs["probs"].shape.as_list() == [None, 10]
+    assert signatures["classify"].structured_outputs["slot_probs"].shape.as_list() == [None, 15]
+
+    with open(os.path.join(run.export_dir, export.METADATA_FILE), encoding="utf-8") as f:
+        meta = json.load(f)
+    assert meta == json.loads(json.dumps(run.metadata))
+    assert meta["dataset"] == "digits" and meta["uint8_divisor"] == 16
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["slot_map"] == run.metrics["heldout"]["slot_map"]
+    assert meta["slot_map_protocol"] == "heldout"
+    assert meta["metrics"]["heldout"]["accuracy"] == run.metrics["heldout"]["accuracy"]
+    assert meta["tensorflow_version"] == tf.__version__ and meta["package_version"]
+    assert set(meta["signatures"]) == set(export.SIGNATURE_KEYS)
+    np.testing.assert_array_equal(run.loaded.slot_to_class.numpy(), meta["slot_map"])
+    assert run.loaded.uint8_divisor.numpy() == 16.0
+    assert not [n for n in os.listdir(run.root) if n.startswith(".")]  # no temporary left
+
+
+def test_separate_process_matches_model(run, tmp_path):
+    """Every signature, run in a process without gmdgm_tf or TFP, against the Keras model."""
+    np.savez(tmp_path / "in.npz", float=run.images, uint8=run.images_uint8,
+             slot=SAMPLE["slot"], num=SAMPLE["num"], seed=np.array(SAMPLE["seed"], np.int32))
+    (tmp_path / "client.py").write_text(CLIENT)
+    run_python([str(tmp_path / "client.py"), run.export_dir, str(tmp_path / "in.npz"),
+                str(tmp_path / "out.npz")], cwd=tmp_path)
+    got = dict(np.load(tmp_path / "out.npz"))
+    ref = reference(run, run.images)
+    tol = dict(rtol=1e-5, atol=1e-5)
+    for prefix in ("classify", "classify_uint8", "serving_default", "classify_rank4"):
+        np.testing.assert_allclose(got[f"{prefix}/slot_probs"], ref["slot_probs"], **tol)
+        np.testing.assert_allclose(got[f"{prefix}/probs"], ref["probs"], **tol)
+        assert_argmax(ref["slot_probs"], got[f"{prefix}/slot"])
+        assert_argmax(ref["probs"], got[f"{prefix}/label"])
+        np.testing.assert_array_equal(
+            got[f"{prefix}/slot_class"],
+            np.asarray(run.metrics["heldout"]["slot_map"])[got[f"{prefix}/slot"]])
+    for prefix in ("cluster", "cluster_uint8"):
+        np.testing.assert_allclose(got[f"{prefix}/slot_probs"], ref["slot_probs"], **tol)
+        np.testing.assert_array_equal(got[f"{prefix}/slot"], got["classify/slot"])
+    # embed / reconstruct are compared at the slot the export picked (== ref where clear).
+    same = got["classify/slot"] == ref["slot"]
+    assert same.mean() > 0.5
+    for prefix in ("embed", "embed_uint8"):
+        np.testing.assert_allclose(got[f"{prefix}/z_mean"][same], ref["z_mean"][same], **tol)
+        np.testing.assert_allclose(got[f"{prefix}/z_scale"][same], ref["z_scale"][same], **tol)
+    for prefix in ("reconstruct", "reconstruct_uint8", "reconstruct_rank4_uint8"):
+        assert got[f"{prefix}/reconstruction"].shape == (N, 8, 8)
+        np.testing.assert_allclose(got[f"{prefix}/reconstruction"][same],
+                                   ref["reconstruction"][same], **tol)
+    assert got["sample/images"].shape == (SAMPLE["num"], 8, 8)
+    np.testing.assert_allclose(got["sample/images"], ref["sample"], **tol)
+
+
+def test_batch_size_dtype_and_rank_give_the_same_predictions(run):
+    m, x, x8 = run.loaded, run.images, run.images_uint8
+    whole = m.classify(x)
+    forms = [m.classify(x8), m.classify(x[..., None]), m.classify(x8[..., None]),
+             m.signatures["classify_uint8"](images=x8)]
+    singles = [m.classify(x[i:i + 1]) for i in range(N)]
+    forms.append({k: tf.concat([s[k] for s in singles], 0) for k in whole})
+    for form in forms:
+        np.testing.assert_allclose(form["probs"], whole["probs"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(form["slot_probs"], whole["slot_probs"], rtol=1e-5,
+                                   atol=1e-6)
+        assert_argmax(whole["probs"].numpy(), form["label"])
+        assert_argmax(whole["slot_probs"].numpy(), form["slot"])
+    # Deterministic signatures are deterministic; sample is a pure function of its seed.
+    for name in ("classify", "embed", "reconstruct"):
+        a, b = getattr(m, name)(x), getattr(m, name)(x)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    s1, s2, s3 = (m.sample(3, 4, seed)["images"] for seed in ([1, 2], [1, 2], [1, 3]))
+    np.testing.assert_array_equal(s1, s2)
+    assert not np.allclose(s1, s3)
+    assert m.sample(0, 0, [1, 2])["images"].shape == (0, 8, 8)
+    assert m.classify(x[:0])["probs"].shape == (0, 10)
+
+
+def test_export_reproduces_the_heldout_accuracy(run):
+    """Raw test images through the export score what metrics.json says."""
+    result = run.loaded.classify(run.raw.test_x)
+    accuracy = np.mean(result["slot_class"].numpy() == run.raw.test_y)
+    assert abs(accuracy - run.metrics["heldout"]["accuracy"]) <= 1 / len(run.raw.test_y)
+
+
+BAD_IMAGES = {
+    "size": (np.zeros((2, 7, 7), np.float32), ValueError, "matching concrete function"),
+    "rank": (np.zeros((2, 64), np.float32), ValueError, "matching concrete function"),
+    "channels": (np.zeros((2, 8, 8, 3), np.float32), ValueError, "matching concrete function"),
+    "float64": (np.zeros((2, 8, 8)), ValueError, "matching concrete function"),
+    "int32": (np.zeros((2, 8, 8), np.int32), ValueError, "matching concrete function"),
+    "nan": (np.full((2, 8, 8), np.nan, np.float32), tf.errors.InvalidArgumentError,
+            "NaN or Inf"),
+    "inf": (np.full((2, 8, 8), np.inf, np.float32), tf.errors.InvalidArgumentError,
+            "NaN or Inf"),
+    "above_1": (np.full((2, 8, 8), 1.5, np.float32), tf.errors.InvalidArgumentError,
+                r"must be in \[0, 1\]"),
+    "below_0": (np.full((2, 8, 8), -0.1, np.float32), tf.errors.InvalidArgumentError,
+                r"must be in \[0, 1\]"),
+    "uint8_above_16": (np.full((2, 8, 8), 17, np.uint8), tf.errors.InvalidArgumentError,
+                       r"0\.\.16"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+def test_bad_images_are_rejected(run, case):
+    images, error, message = BAD_IMAGES[case]
+    for name in export.IMAGE_FUNCTIONS:
+        with pytest.raises(error, match=message):
+            getattr(run.loaded, name)(images)
+
+
+def test_bad_signature_and_sample_inputs_are_rejected(run):
+    with pytest.raises(TypeError, match="Can not cast TensorSpec"):
+        run.loaded.signatures["classify"](images=np.zeros((2, 7, 7), np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="slot must be in 0..14"):
+        run.loaded.sample(15, 2, [1, 2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="slot must be in 0..14"):
+        run.loaded.sample(-1, 2, [1, 2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num must be >= 0"):
+        run.loaded.sample(0, -1, [1, 2])
+
+
+def test_export_dir_refused_failed_export_leaves_nothing_overwrite_replaces(
+        run, tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("x")
+    with pytest.raises(export.ExportError, match="not empty.*overwrite"):
+        export.export_run(run.workdir, str(target))
+    with pytest.raises(export.ExportError, match="unknown protocol"):
+        export.export_run(run.workdir, str(tmp_path / "x"), protocol="test")
+    with pytest.raises(export.ExportError, match="would replace the run"):
+        export.export_run(run.workdir, run.workdir, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(target) == ["keep.txt"]
+
+    def broken_save(obj, export_dir, signatures=None):  # writes part, then fails
+        del obj, signatures
+        with open(os.path.join(export_dir, "saved_model.pb"), "w", encoding="utf-8") as f:
+            f.write("partial")
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export.tf.saved_model, "save", broken_save)
+        with pytest.raises(RuntimeError, match="disk full"):
+            export.export_run(run.workdir, str(tmp_path / "new"))
+        with pytest.raises(RuntimeError, match="disk full"):
+            export.export_run(run.workdir, str(target), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(target) == ["keep.txt"]
+
+    meta = export.export_run(run.workdir, str(target), overwrite=True, protocol="paper")
+    assert sorted(os.listdir(target)) == sorted(os.listdir(run.export_dir))
+    assert meta["slot_map"] == run.metrics["paper"]["slot_map"]
+    assert meta["slot_map_protocol"] == "paper"
+    loaded = tf.saved_model.load(str(target))  # keep a reference: its functions need it alive
+    assert loaded.slot_to_class.numpy().tolist() == meta["slot_map"]
+    assert loaded.classify(run.images)["probs"].shape == (N, 10)
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_workdir_without_checkpoint_is_a_clear_error(run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(run.workdir, workdir)
+    os.remove(workdir / "model.weights.h5")
+    with pytest.raises(FileNotFoundError, match="missing model.weights.h5"):
+        export.export_run(str(workdir), str(tmp_path / "out"))
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+
+
+# ----------------------------------------------------------------------- predict CLI
+
+
+def test_predict_cli(run, tmp_path):
+    """.npy -> JSON, a PNG directory -> CSV, and a bad input."""
+    np.save(tmp_path / "x.npy", run.images_uint8)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    pixels = np.round(run.images[:5] * 255).astype(np.uint8)[..., None]  # [5, 8, 8, 1]
+    for i, image in enumerate(pixels):
+        channels = np.repeat(image, 3, -1) if i == 4 else image  # one RGB file
+        tf.io.write_file(str(pngs / f"img{i}.png"), tf.io.encode_png(channels))
+    (pngs / "notes.txt").write_text("not an image")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 28, 28), np.uint8))
+    cli = [sys.executable, "-m", "gmdgm_tf.predict", f"--export_dir={run.export_dir}"]
+    results = [subprocess.run(cli + args, cwd=REPO, capture_output=True, text=True,
+                              timeout=120, check=False) for args in (
+        [f"--images={tmp_path / 'x.npy'}", f"--output={tmp_path / 'p.json'}"],
+        [f"--images={pngs}", f"--output={tmp_path / 'p.csv'}"],
+        [f"--images={tmp_path / 'bad.npy'}"])]
+    for proc in results[:2]:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    with open(tmp_path / "p.json", encoding="utf-8") as f:
+        result = json.load(f)
+    expected = run.loaded.classify(run.images)
+    predictions = result["predictions"]
+    assert [p["id"] for p in predictions] == [str(i) for i in range(N)]
+    np.testing.assert_allclose([p["probs"] for p in predictions], expected["probs"], atol=2e-6)
+    assert_argmax(expected["probs"].numpy(), [p["label"] for p in predictions])
+    assert [p["class_name"] for p in predictions] == [str(p["label"]) for p in predictions]
+    assert [p["slot"] for p in predictions] == expected["slot"].numpy().tolist()
+    assert [p["slot_class"] for p in predictions] == expected["slot_class"].numpy().tolist()
+    assert result["class_names"] == run.meta["class_names"]
+
+    with open(tmp_path / "p.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == [f"img{i}.png" for i in range(5)]
+    expected = run.loaded.classify(pixels.astype(np.float32) / 255)
+    probs = np.array([[float(r[f"prob_{c}"]) for c in run.meta["class_names"]] for r in rows])
+    np.testing.assert_allclose(probs[:4], expected["probs"][:4], atol=2e-6)
+    np.testing.assert_allclose(probs[4], expected["probs"][4], atol=1e-3)  # RGB -> gray
+    assert_argmax(expected["probs"].numpy()[:4], [int(r["label"]) for r in rows[:4]])
+    assert [int(r["slot"]) for r in rows[:4]] == expected["slot"].numpy()[:4].tolist()
+
+    # A bad input is one line on stderr and exit status 2, before the model is loaded.
+    assert results[2].returncode == 2
+    errors = [line for line in results[2].stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: bad.npy have shape [3, 28, 28]; this model (digits) takes "
+                      "[N, 8, 8], [N, 8, 8, 1] or [8, 8]"]
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((2, 8, 9), np.float32), r"shape \[2, 8, 9\]"),
+    (np.zeros((2, 1, 8, 8), np.float32), r"shape \[2, 1, 8, 8\]"),
+    (np.zeros((2, 8, 8), np.int64), "dtype int64"),
+    (np.full((2, 8, 8), np.nan), "NaN"),
+    (np.full((2, 8, 8), 2.0), r"must be in \[0, 1\]"),
+    (np.full((2, 8, 8), 17, np.uint8), r"0\.\.16"),
+])
+def test_predict_checks_images_up_front(run, images, message):
+    with pytest.raises(predict.PredictError, match=message) as info:
+        predict.check_images(images, run.metadata)
+    assert "\n" not in str(info.value)
+
+
+def test_predict_input_and_output_errors(run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "fake.png").write_text("not a png")
+    cases = [(str(tmp_path / "empty"), "holds no .png files"),
+             (str(tmp_path / "fake.png"), "is not a PNG file"),
+             (str(tmp_path / "missing.npy"), "does not exist"),
+             (str(tmp_path / "fake.txt"), "does not exist")]
+    for path, message in cases:
+        with pytest.raises(predict.PredictError, match=message):
+            predict.predict(run.export_dir, path)
+    with pytest.raises(predict.PredictError, match="not a gmdgm_tf export"):
+        predict.predict(str(tmp_path), str(tmp_path / "empty"))
+    with pytest.raises(predict.PredictError, match=".json or .csv"):
+        predict.check_output(str(tmp_path / "p.txt"))
+
+
+def test_predict_imports_only_tensorflow_numpy_absl():
+    with open(predict.__file__, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"csv", "json", "os", "sys", "numpy", "tensorflow", "absl"}, imported
