@@ -5,9 +5,11 @@ r"""Trains and evaluates one experiment.
       --config.data.dir=../shared/data/mnist --config.train.epochs=3
 
 Any config field can be overridden with --config.<field>=<value>. Rerunning the same
-command on the same workdir resumes an interrupted run; --fresh starts over.
+command on the same workdir resumes an interrupted run; --fresh starts over;
+--export_dir=DIR also writes a SavedModel at the end.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -20,14 +22,22 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (get_con
 flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and logs.")
 flags.DEFINE_bool("fresh", False, "Start over, deleting this package's files in --workdir "
                   "(otherwise an interrupted run in --workdir is resumed).")
+flags.DEFINE_string("export_dir", None, "If set, export a SavedModel there after training "
+                    "(see gmdgm_tf.export).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
     try:
+        export_dir = flags.FLAGS.export_dir
+        if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir):
+            raise ValueError(f"--export_dir {export_dir} exists and is not empty")
         experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
                                       fresh=flags.FLAGS.fresh)
+        if flags.FLAGS.export_dir:
+            from gmdgm_tf import export  # pylint: disable=import-outside-toplevel
+            export.export_run(flags.FLAGS.workdir, flags.FLAGS.export_dir)
     except (data.DataError, experiment.ConfigError, experiment.NonFiniteLossError,
             ValueError, FileNotFoundError) as e:
         logging.error("%s", e)

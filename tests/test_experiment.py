@@ -175,3 +175,13 @@ def test_cli_prints_one_line_error_and_writes_nothing(tmp_path):
     assert result.returncode == 2
     assert "error: unknown model 'vae'" in result.stderr
     assert not workdir.exists()
+
+
+def test_cli_refuses_non_empty_export_dir_before_training(tmp_path):
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    (export_dir / "keep.txt").write_text("mine")
+    result = subprocess.run(_train_cmd(tmp_path / "run", f"--export_dir={export_dir}"),
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "exists and is not empty" in result.stderr
+    assert not (tmp_path / "run").exists() and (export_dir / "keep.txt").exists()

@@ -391,3 +391,15 @@ def test_predict_imports_only_tensorflow_numpy_absl():
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
     assert imported <= {"csv", "json", "os", "sys", "numpy", "tensorflow", "absl"}, imported
+
+
+def test_concurrent_classify_calls_match_sequential(run):
+    """Load test: many threads calling classify at once get the sequential answers."""
+    from concurrent.futures import ThreadPoolExecutor  # pylint: disable=import-outside-toplevel
+    m = run.loaded
+    batches = [run.images[i % N:i % N + 1 + i % 3] for i in range(64)]
+    sequential = [m.classify(b)["probs"].numpy() for b in batches]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(lambda b: m.classify(b)["probs"].numpy(), batches))
+    for a, b in zip(sequential, concurrent):
+        np.testing.assert_array_equal(a, b)
