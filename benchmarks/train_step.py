@@ -41,6 +41,8 @@ flags.DEFINE_integer("z_dim", 100, "Latent size.")
 flags.DEFINE_integer("dim", 444, "Input pixels (paper's filtered MNIST).")
 flags.DEFINE_integer("slots", 15, "Class slots.")
 flags.DEFINE_integer("batch", 100, "Labelled and unlabelled batch size each.")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF default).")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF default).")
 FLAGS = flags.FLAGS
 
 
@@ -118,6 +120,8 @@ def time_step(model, batch, jit, naive=False):
 
 def main(argv):
     del argv
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     cfg = dict(hidden=FLAGS.hidden, z_dim=FLAGS.z_dim, dim=FLAGS.dim, slots=FLAGS.slots)
     b = FLAGS.batch
     rng = np.random.RandomState(0)
@@ -158,7 +162,8 @@ def main(argv):
                 row["speedup_vs_naive"] = round(naive[0]["ms_per_step"] / row["ms_per_step"], 2)
 
     meta = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                tensorflow=tf.__version__, step_gflop=round(flops / 1e9, 2), batch=2 * b,
+                tensorflow=tf.__version__, threads=dict(intra=FLAGS.intra_op_threads,
+                                                        inter=FLAGS.inter_op_threads), step_gflop=round(flops / 1e9, 2), batch=2 * b,
                 shapes=cfg)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "train_step.json"), "w", encoding="utf-8") as f:
