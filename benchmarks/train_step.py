@@ -41,6 +41,9 @@ flags.DEFINE_integer("z_dim", 100, "Latent size.")
 flags.DEFINE_integer("dim", 444, "Input pixels (paper's filtered MNIST).")
 flags.DEFINE_integer("slots", 15, "Class slots.")
 flags.DEFINE_integer("batch", 100, "Labelled and unlabelled batch size each.")
+flags.DEFINE_string("data_dir", "../shared/data/mnist",
+                    "MNIST IDX directory for the epoch-with-pipeline timing ('' to skip).")
+flags.DEFINE_integer("epoch_steps", 100, "Steps timed through the real input pipeline.")
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF default).")
 FLAGS = flags.FLAGS
@@ -118,6 +121,33 @@ def time_step(model, batch, jit, naive=False):
     return median_ms(lambda: step().numpy(), FLAGS.steps, FLAGS.warmup)
 
 
+def epoch_seconds(model_name, precision):
+    """A paper-shaped MNIST epoch through model.fit and data.epoch_dataset, extrapolated
+    from --epoch_steps steps after one warm-up epoch fragment -> (seconds, steps/epoch)."""
+    from gmdgm_tf import data, defaults, experiment  # pylint: disable=import-outside-toplevel
+    config = defaults.base_config()
+    config.data.dir = FLAGS.data_dir
+    config.model.name = model_name
+    config.train.precision = precision
+    split = data.load_split(config.data, 0)
+    model = experiment.build(config, split)
+    steps = data.steps_per_epoch(split, config.data.unlabelled_batch_size)
+
+    def run(epoch):
+        ds = data.epoch_dataset(split, 100, 100, 0, epoch).take(FLAGS.epoch_steps)
+        t = time.perf_counter()
+        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - t
+
+    run(0)
+    return run(1) / FLAGS.epoch_steps * steps, steps
+
+
+def peak_rss_mib():
+    import resource  # pylint: disable=import-outside-toplevel
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv):
     del argv
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
@@ -154,6 +184,14 @@ def main(argv):
                    fraction_of_peak=round(gflops / peaks[precision]["gflops"], 3))
         results.append(row)
         print(row)
+    epochs = []
+    if FLAGS.data_dir and os.path.isdir(FLAGS.data_dir):
+        for name in FLAGS.models:
+            for precision in FLAGS.precisions:
+                seconds, steps = epoch_seconds(name, precision)
+                epochs.append(dict(model=name, precision=precision, mode="graph",
+                                   seconds_per_epoch=round(seconds, 1), steps=steps))
+                print(epochs[-1])
     for row in results:
         if row["variant"] == "vectorised":
             naive = [r for r in results if r["variant"] != "vectorised"
@@ -167,7 +205,8 @@ def main(argv):
                 shapes=cfg)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "train_step.json"), "w", encoding="utf-8") as f:
-        json.dump(dict(meta=meta, peaks=peaks, results=results), f, indent=1)
+        json.dump(dict(meta=meta, peaks=peaks, results=results, epochs=epochs,
+                       peak_rss_mib=peak_rss_mib()), f, indent=1)
     lines = [f"Step = {2 * b} examples ({b} labelled + {b} unlabelled), {FLAGS.slots} slots, "
              f"{meta['step_gflop']} GFLOP (analytic). Machine: {meta['machine']}, "
              f"TF {tf.__version__}. GEMM peak fp32 {peaks['float32']['gflops']:.0f} GFLOP/s, "
@@ -178,6 +217,14 @@ def main(argv):
         lines.append(f"| {r['model']} | {r['precision']} | {r['mode']} | {r['variant']} | "
                      f"{r['ms_per_step']} | {r['examples_per_s']} | {r['gflops']} | "
                      f"{100 * r['fraction_of_peak']:.0f}% | {r.get('speedup_vs_naive', '')} |")
+    if epochs:
+        lines += ["", f"Paper-shaped MNIST epoch ({epochs[0]['steps']} steps of 100 + 100, "
+                  "input pipeline included, extrapolated from "
+                  f"{FLAGS.epoch_steps} steps):", "",
+                  "| model | precision | seconds/epoch |", "|---|---|---|"]
+        lines += [f"| {e['model']} | {e['precision']} | {e['seconds_per_epoch']} |"
+                  for e in epochs]
+    lines += ["", f"Peak resident memory of this benchmark process: {peak_rss_mib():.0f} MiB."]
     with open(os.path.join(FLAGS.out, "train_step.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
