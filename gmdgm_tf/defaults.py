@@ -53,6 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 200  # besides every epoch; 0 -> epochs only
     config.train.keep_checkpoints = 3
     config.train.deterministic = False      # True: TF op determinism (bitwise reruns)
+    # tf.distribute (see distribute.py): auto | tpu | mirrored | multi_worker | none.
+    # Batch sizes stay global: each is split evenly across the replicas.
+    config.train.strategy = "auto"
+    config.train.tpu_address = ""           # tpu: "" (TPU_NAME/Colab/TPU VM), "local",
+                                            # a Cloud TPU name or grpc://host:port
     return config
 
 

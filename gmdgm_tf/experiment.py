@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from gmdgm_tf import data, evaluation, models
+from gmdgm_tf import data, distribute, evaluation, models
 
 SELECTIONS = ("best_validation", "last")
 EVAL_BATCH = 1000
@@ -53,6 +53,9 @@ def validate_config(config):
         (config.train.epochs >= 1, f"train.epochs must be >= 1, got {config.train.epochs}"),
         (config.data.unlabelled_batch_size >= 1 and config.data.labelled_batch_size >= 1,
          "batch sizes must be >= 1"),
+        (config.train.strategy in distribute.STRATEGIES,
+         f"unknown train.strategy {config.train.strategy!r}; choose one of "
+         f"{', '.join(distribute.STRATEGIES)}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -137,13 +140,18 @@ class TrainState:
 
 
 def build(config, split):
-    """config + split -> compiled model with every variable (optimizer slots too) created."""
+    """config + split -> compiled model with every variable (optimizer slots too) created.
+
+    Call it under `strategy.scope()` to distribute the model (weights, RNG state, metric
+    trackers) and its optimizer.
+    """
     model = models.build_model(
         config.model, dim=split.dim, prior=split.prior, num_train=split.num_train,
         num_labelled=len(split.x_labelled), precision=config.train.precision,
         seed=config.seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.optimizer.learning_rate,
-                                                  clipvalue=config.optimizer.clipvalue),
+    # Adam that clips the cross-replica gradient sum (plain Adam on one device).
+    model.compile(optimizer=distribute.CrossReplicaAdam(config.optimizer.learning_rate,
+                                                        clipvalue=config.optimizer.clipvalue),
                   jit_compile=config.train.jit_compile)
     x = np.zeros((1, split.dim), np.float32)
     model(x)
@@ -155,7 +163,8 @@ def build(config, split):
 # Settings that say how long or how loudly to run, not what the experiment is.
 _NOT_EXPERIMENT = ("train.epochs", "train.max_minutes", "train.verbose",
                    "train.checkpoint_every_steps", "train.keep_checkpoints",
-                   "data.dir", "data.tfds_dir", "train.export_dir")
+                   "data.dir", "data.tfds_dir", "train.export_dir",
+                   "train.strategy", "train.tpu_address")  # same maths on any hardware
 _RUN_FILES = ("config.json", "history.jsonl", "metrics.json", "model.weights.h5",
               "best.weights.h5", "data_meta.json")
 _RUN_DIRS = ("checkpoints", "tensorboard")
@@ -228,16 +237,29 @@ def validation_report(model, split):
 def train_and_evaluate(config, workdir, fresh=False):
     """Runs (or resumes) one experiment end to end; returns its metrics (as metrics.json)."""
     validate_config(config)
+    # First, before other TF work: multi-worker collectives are configured at start-up.
+    strategy = distribute.make_strategy(config.train.strategy, config.train.tpu_address)
+    problem = distribute.check_batch_split(
+        config.data.labelled_batch_size, config.data.unlabelled_batch_size,
+        strategy.num_replicas_in_sync, has_labels=bool(len(config.data.labelled_classes)))
+    if problem:
+        raise ConfigError(problem)
+    logging.info("strategy: %s", distribute.describe(strategy))
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     split = data.load_split(config.data, config.seed)
-    model = build(config, split)
+    with strategy.scope():
+        model = build(config, split)
     logging.info("%s: %d labelled, %d unlabelled, %d validation, %d test, dim %d, %d slots",
                  config.model.name, len(split.x_labelled), len(split.x_unlabelled),
                  len(split.x_val), len(split.x_test), split.dim, split.num_slots)
 
+    # Multi-worker: only the chief writes the run; the others write alike to a private dir.
+    workdir = distribute.worker_workdir(strategy, workdir)
     prepare_workdir(workdir, config, fresh)
+    # Outside the scope: the epoch/step/best-accuracy counters are host-side bookkeeping
+    # (TPUs have no float64); the model and optimizer variables it saves are distributed.
     state = TrainState(model, workdir, config.train.keep_checkpoints)
     start_epoch, start_step = state.restore()
     history_path = os.path.join(workdir, "history.jsonl")
@@ -257,7 +279,12 @@ def train_and_evaluate(config, workdir, fresh=False):
         if config.train.steps_per_epoch:
             dataset = dataset.repeat()
         t0 = time.time()
+        # fit splits each global batch across the strategy's replicas. steps_per_epoch
+        # stops it after the last batch: running on into the end of the data executes
+        # the data-independent state updates of one more step (optimizer iteration, RNG
+        # state; on some replicas only, under a strategy) before the input error stops it.
         logs = model.fit(dataset.skip(skip).take(steps - skip), epochs=1, shuffle=False,
+                         steps_per_epoch=(steps - skip) or None,
                          verbose=int(config.train.verbose == 1),
                          callbacks=[StepWatch(state, epoch, skip,
                                               config.train.checkpoint_every_steps)]).history
@@ -299,6 +326,8 @@ def train_and_evaluate(config, workdir, fresh=False):
         "epochs_run": len(history), "steps_per_epoch": steps, "selected_epoch": selected,
         "selection": config.train.select, "seconds": round(float(np.sum(seconds)), 1),
         "seconds_per_epoch_median": round(float(np.median(seconds)), 2) if seconds else None,
+        "strategy": distribute.describe(strategy),
+        "replicas": strategy.num_replicas_in_sync,
     }
     _save_weights_atomic(model, os.path.join(workdir, "model.weights.h5"))
     write_json_atomic(os.path.join(workdir, "data_meta.json"), {

@@ -1,0 +1,241 @@
+"""tf.distribute: N replicas take the step one device takes; the strategy factory.
+
+The training checks run in a subprocess (this file run as a script) that splits the CPU
+into two logical devices before TensorFlow starts, leaving this process's devices alone.
+
+Equivalence needs the same noise in both runs, and the model's noise cannot match as
+drawn: one device draws [B, ...] from one seed where two replicas draw [B/2, ...] each.
+So the equivalence run swaps the two noise sources (dynamic binarisation and the
+reparameterisation noise) for deterministic functions of each example: identical
+whichever replica gets the example, non-zero, and the Bernoulli path stays exercised.
+The real RNG is then checked separately under MirroredStrategy.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import tensorflow as tf
+
+import gmdgm_tf
+from gmdgm_tf import distribute
+from conftest import REPO
+
+RTOL = 1e-5  # observed ~1e-6: float32 sums in another order
+
+
+def _child(check):
+    # The child imports the gmdgm_tf this process tests, wherever it was imported from.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(gmdgm_tf.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), check], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_two_replicas_take_the_single_device_step():
+    out = _child("equivalence")
+    assert out["replicas"] == {"none": 1, "mirrored": 2}
+    assert out["num_compared"] > 40  # every weight, both Adam slots of each, counters
+    worst = {k: v for k, v in out["relative_differences"].items() if v > RTOL}
+    assert not worst, f"variables differ between 1 and 2 replicas: {worst}"
+    for single, mirrored in zip(out["history"]["none"], out["history"]["mirrored"]):
+        for key in ("loss", "elbo_labelled", "elbo_unlabelled", "log_q_y_labelled",
+                    "labelled_accuracy", "weight_prior"):
+            assert mirrored[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
+
+
+def test_mirrored_rng_unsupervised_and_batch_split():
+    out = _child("rng")
+    # The RNG state is a mirrored variable every replica advances: it must stay in step.
+    assert out["seed_states_equal"], out["seed_states"]
+    assert out["iterations"] == out["steps"], "fit ran more steps than the data holds"
+    assert out["seed_draws"] == 4 * (out["steps"] + 1)  # 4 draws a step, + 4 in build
+    assert out["finite"]
+    assert out["unsupervised_history_keys"] == ["elbo_unlabelled", "loss", "weight_prior"]
+    assert "data.unlabelled_batch_size=49 not divisible by the 2 replicas" in out["odd_batch"]
+    assert not out["odd_batch_workdir_exists"]
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def test_factory_picks_the_strategy_per_flag():
+    assert distribute.make_strategy("none") is tf.distribute.get_strategy()
+    mirrored = distribute.make_strategy("mirrored")
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    assert mirrored.num_replicas_in_sync == (len(tf.config.list_logical_devices("GPU")) or 1)
+    # on this CPU-only machine with no TPU in sight, auto is the default strategy
+    if not distribute.tpu_hint() and not tf.config.list_physical_devices("GPU"):
+        assert distribute.make_strategy("auto") is tf.distribute.get_strategy()
+    assert distribute.auto_choice(tpu_found=True, num_gpus=8) == "tpu"
+    assert distribute.auto_choice(tpu_found=False, num_gpus=2) == "mirrored"
+    assert distribute.auto_choice(tpu_found=False, num_gpus=1) == "none"
+    assert distribute.auto_choice(tpu_found=False, num_gpus=0) == "none"
+    assert "MirroredStrategy with" in distribute.describe(mirrored)
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(distribute.StrategyError, match="unknown train.strategy 'gpu'; "
+                       "choose one of auto, tpu, mirrored, multi_worker, none"):
+        distribute.make_strategy("gpu")
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tpu_address_fails_fast_naming_it():
+    address = f"grpc://127.0.0.1:{_closed_port()}"
+    start = time.time()
+    with pytest.raises(distribute.StrategyError) as info:
+        distribute.make_strategy("tpu", address, timeout_s=2)
+    assert time.time() - start < 10
+    message = str(info.value)
+    assert address in message and "not reachable" in message and "\n" not in message
+
+
+def test_local_tpu_on_a_machine_without_one_fails_fast(monkeypatch):
+    monkeypatch.setattr(distribute.glob, "glob", lambda pattern: [])
+    with pytest.raises(distribute.StrategyError, match="no TPU on this machine.*'local'"):
+        distribute.make_strategy("tpu", "local")
+
+
+def test_bad_tf_config_is_refused(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, '
+                                    '"task": {"type": "worker", "index": 3}}')
+    with pytest.raises(distribute.StrategyError, match="TF_CONFIG is not a valid cluster"):
+        distribute.make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(distribute.StrategyError, match="TF_CONFIG is not a valid cluster"):
+        distribute.make_strategy("multi_worker")
+
+
+def test_batch_split_messages():
+    assert distribute.check_batch_split(100, 100, 4) is None
+    assert distribute.check_batch_split(7, 100, 4, has_labels=False) is None
+    message = distribute.check_batch_split(100, 100, 8)
+    assert message.startswith("data.labelled_batch_size=100 and data.unlabelled_batch_size="
+                              "100 not divisible by the 8 replicas")
+
+
+# --------------------------------------------------------------- subprocess checks
+
+
+def _deterministic_noise():
+    """Replaces the model's two noise sources by functions of each example (see top)."""
+    from keras import ops  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf.models import base  # pylint: disable=import-outside-toplevel
+    elbo = base.DeepGenerativeModel.elbo
+
+    def binarize(self, x):
+        del self
+        pixel = ops.cast(ops.arange(ops.shape(x)[-1]), x.dtype)
+        u = ops.sin(x * 12.9898 + pixel * 78.233) * 43758.5453
+        return ops.cast(u - ops.floor(u) < x, x.dtype)
+
+    def example_noise_elbo(self, x, y_onehot, eps=None):
+        if eps is None:
+            slots = ops.shape(y_onehot)[-2]
+            per_example = ops.sum(x, axis=-1)[:, None, None]
+            slot = ops.cast(ops.arange(slots), "float32")[None, :, None]
+            unit = ops.cast(ops.arange(self.z_dim), "float32")[None, None, :]
+            eps = ops.sin(per_example * 3.7 + slot * 1.3 + unit * 2.1)
+        return elbo(self, x, y_onehot, eps)
+
+    base.DeepGenerativeModel.binarize = binarize
+    base.DeepGenerativeModel.elbo = example_noise_elbo
+
+
+def _tiny_config(strategy, **train):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from conftest import load_config  # pylint: disable=import-outside-toplevel
+    config = load_config("digits_gmdgm", "smoke")  # global batches 50 + 50
+    config.train.update({"strategy": strategy, "epochs": 2, "steps_per_epoch": 3,
+                         "select": "last", "deterministic": True,
+                         "checkpoint_every_steps": 0, **train})
+    return config
+
+
+def _check_equivalence(tmp):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
+    _deterministic_noise()
+    values, history, replicas = {}, {}, {}
+    for name in ("none", "mirrored"):
+        config = _tiny_config(name)
+        # Clipping matters: 0.05 clips many gradient entries, so clipping each replica's
+        # share instead of the sum would show.
+        config.optimizer.clipvalue = 0.05
+        workdir = os.path.join(tmp, name)
+        metrics = experiment.train_and_evaluate(config, workdir)
+        replicas[name] = metrics["training"]["replicas"]
+        reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+        values[name] = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                        if k.startswith(("model/", "optimizer/"))}
+        with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
+            history[name] = [json.loads(line) for line in f]
+    assert values["none"].keys() == values["mirrored"].keys()
+    differences = {}
+    for key, a in values["none"].items():
+        a, b = np.asarray(a, np.float64), np.asarray(values["mirrored"][key], np.float64)
+        scale = max(float(np.max(np.abs(a))) if a.size else 0.0, 1e-12)
+        differences[key] = float(np.max(np.abs(a - b)) / scale) if a.size else 0.0
+    return {"replicas": replicas, "num_compared": len(differences),
+            "relative_differences": differences, "history": history}
+
+
+def _check_rng(tmp):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
+    built = []
+    build = experiment.build
+    experiment.build = lambda *a, **k: built.append(build(*a, **k)) or built[-1]
+    config = _tiny_config("mirrored", epochs=1)
+    experiment.train_and_evaluate(config, os.path.join(tmp, "rng"))
+    model = built[-1]
+    states = [v.numpy().tolist() for v in model.seed_generator.state.value.values]
+    with open(os.path.join(tmp, "rng", "history.jsonl"), encoding="utf-8") as f:
+        record = json.loads(f.readline())
+
+    unsupervised = _tiny_config("mirrored", epochs=1)
+    unsupervised.data.labelled_classes = ()
+    unsupervised.data.labelled_batch_size = 7  # unused without labels: no split needed
+    experiment.train_and_evaluate(unsupervised, os.path.join(tmp, "unsupervised"))
+    with open(os.path.join(tmp, "unsupervised", "history.jsonl"), encoding="utf-8") as f:
+        unsupervised_keys = sorted(k for k in json.loads(f.readline())
+                                   if not k.startswith("val_") and k not in ("epoch", "seconds"))
+
+    odd = _tiny_config("mirrored")
+    odd.data.unlabelled_batch_size = 49
+    try:
+        experiment.train_and_evaluate(odd, os.path.join(tmp, "odd"))
+        odd_message = "no error"
+    except experiment.ConfigError as e:
+        odd_message = str(e)
+    return {"seed_states": states, "seed_states_equal": all(s == states[0] for s in states),
+            "seed_draws": states[0][1], "iterations": int(model.optimizer.iterations.numpy()),
+            "steps": 3, "finite": bool(np.isfinite(record["loss"])),
+            "unsupervised_history_keys": unsupervised_keys, "odd_batch": odd_message,
+            "odd_batch_workdir_exists": os.path.exists(os.path.join(tmp, "odd"))}
+
+
+def _main(check):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {"equivalence": _check_equivalence, "rng": _check_rng}[check](tmp)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
