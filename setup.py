@@ -26,6 +26,7 @@ setuptools.setup(
         "tensorboard==2.21.*",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # nbclient + ipykernel: tests/test_notebooks.py executes colab/*.ipynb
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
     },
 )
