@@ -196,7 +196,10 @@ def describe(strategy):
         devices = ()
     where = ", ".join(d.split("/")[-1] if d.startswith("/job:localhost") else d
                       for d in devices)
-    return (f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} "
+    name = ("MultiWorkerMirroredStrategy"  # an alias of CollectiveAllReduceStrategy
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            else type(strategy).__name__)
+    return (f"{name} with {strategy.num_replicas_in_sync} "
             f"replica{'s' if strategy.num_replicas_in_sync != 1 else ''}"
             + (f" on {where}" if where else ""))
 
@@ -242,6 +245,30 @@ def check_batch_split(labelled_batch_size, unlabelled_batch_size, num_replicas,
     return (f"{' and '.join(bad)} not divisible by the {num_replicas} replicas of the "
             "strategy (batch sizes are global and split evenly); pick multiples of "
             f"{num_replicas} or another train.strategy")
+
+
+def adapt_model(model, strategy):
+    """Works around two Keras 3 fit() failures under tf.distribute (model fully built).
+
+    1. fit() first takes a batch and averages it across replicas with `strategy.reduce`
+       to build unbuilt state; MultiWorkerMirroredStrategy cannot reduce a nested batch
+       (ValueError: PerReplica to Tensor). experiment.build creates every variable (the
+       optimizer's too), so that step has nothing to build and is skipped.
+    2. Under MultiWorkerMirroredStrategy fit() reduces each logged value with
+       `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars train_step
+       returns ("Invalid reduction dimension 0 for input with 0 dimensions",
+       tensorflow/tensorflow#72388). There the step's logs are returned as [1] vectors,
+       which that reduce averages over replicas into scalars.
+    """
+    object.__setattr__(model, "_maybe_symbolic_build",
+                       lambda iterator=None, data_batch=None: None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        train_step = model.train_step
+
+        def rank1_logs_train_step(data):
+            return {k: tf.reshape(v, [1]) for k, v in train_step(data).items()}
+
+        object.__setattr__(model, "train_step", rank1_logs_train_step)
 
 
 class CrossReplicaAdam(keras.optimizers.Adam):

@@ -251,6 +251,7 @@ def train_and_evaluate(config, workdir, fresh=False):
     split = data.load_split(config.data, config.seed)
     with strategy.scope():
         model = build(config, split)
+    distribute.adapt_model(model, strategy)  # Keras 3 fit() workarounds, see there
     logging.info("%s: %d labelled, %d unlabelled, %d validation, %d test, dim %d, %d slots",
                  config.model.name, len(split.x_labelled), len(split.x_unlabelled),
                  len(split.x_val), len(split.x_test), split.dim, split.num_slots)

@@ -1,7 +1,9 @@
 """tf.distribute: N replicas take the step one device takes; the strategy factory.
 
-The training checks run in a subprocess (this file run as a script) that splits the CPU
-into two logical devices before TensorFlow starts, leaving this process's devices alone.
+The training checks run in subprocesses (this file run as a script) that split the CPU
+into logical devices before TensorFlow starts, leaving this process's devices alone: one
+device, MirroredStrategy over two, and two MultiWorkerMirroredStrategy workers on
+localhost (one device each) all train on the same global batches and must end equal.
 
 Equivalence needs the same noise in both runs, and the model's noise cannot match as
 drawn: one device draws [B, ...] from one seed where two replicas draw [B/2, ...] each.
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -27,29 +30,103 @@ from gmdgm_tf import distribute
 from conftest import REPO
 
 RTOL = 1e-5  # observed ~1e-6: float32 sums in another order
+LOGGED = ("loss", "elbo_labelled", "elbo_unlabelled", "log_q_y_labelled", "labelled_accuracy",
+          "weight_prior")
 
 
-def _child(check):
-    # The child imports the gmdgm_tf this process tests, wherever it was imported from.
+def _child_command(*args):
+    """(command, env) running this file as a script with the gmdgm_tf this process tests."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(gmdgm_tf.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), check], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=600)
+    env.pop("TF_CONFIG", None)
+    return [sys.executable, os.path.abspath(__file__), *map(str, args)], env
+
+
+def _child(*args):
+    command, env = _child_command(*args)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_two_replicas_take_the_single_device_step():
-    out = _child("equivalence")
-    assert out["replicas"] == {"none": 1, "mirrored": 2}
-    assert out["num_compared"] > 40  # every weight, both Adam slots of each, counters
-    worst = {k: v for k, v in out["relative_differences"].items() if v > RTOL}
-    assert not worst, f"variables differ between 1 and 2 replicas: {worst}"
-    for single, mirrored in zip(out["history"]["none"], out["history"]["mirrored"]):
-        for key in ("loss", "elbo_labelled", "elbo_unlabelled", "log_q_y_labelled",
-                    "labelled_accuracy", "weight_prior"):
-            assert mirrored[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
+def _run_values(workdir):
+    """A finished run -> ({checkpoint variable: array}, history records)."""
+    reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+    values = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+              if k.startswith(("model/", "optimizer/"))}
+    with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
+        return values, [json.loads(line) for line in f]
+
+
+def _assert_same_run(reference, other):
+    """Every weight, both Adam slots of each, the counters and the logged means agree."""
+    (a_values, a_history), (b_values, b_history) = _run_values(reference), _run_values(other)
+    assert a_values.keys() == b_values.keys()
+    assert len(a_values) > 40
+    worst = {}
+    for key, a in a_values.items():
+        a, b = np.asarray(a, np.float64), np.asarray(b_values[key], np.float64)
+        if a.size:
+            difference = np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-12)
+            if difference > RTOL:
+                worst[key] = float(difference)
+    assert not worst, f"variables differ from the single-device run: {worst}"
+    assert len(a_history) == len(b_history) == 2
+    for single, distributed in zip(a_history, b_history):
+        for key in LOGGED:
+            assert distributed[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.fixture(scope="module")
+def single_device_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("single") / "run"
+    assert _child("train", "none", workdir, 1)["replicas"] == 1
+    return workdir
+
+
+def test_two_replicas_take_the_single_device_step(single_device_run, tmp_path):
+    out = _child("train", "mirrored", tmp_path / "run", 2)
+    assert out["replicas"] == 2 and out["strategy"].startswith("MirroredStrategy")
+    _assert_same_run(single_device_run, tmp_path / "run")
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_take_the_single_device_step(single_device_run, tmp_path):
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        command, env = _child_command("train", "multi_worker", tmp_path / "run", 1)
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
+                                       "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=600)
+            assert proc.returncode == 0, stderr[-4000:]
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [o["replicas"] for o in outputs] == [2, 2]
+    assert outputs[0]["strategy"].startswith("MultiWorkerMirroredStrategy")
+    # The chief (worker 0) writes the run; worker 1 writes alike to a private directory.
+    assert (tmp_path / "run" / "metrics.json").exists()
+    assert (tmp_path / "run" / "workers" / "worker_1" / "metrics.json").exists()
+    _assert_same_run(single_device_run, tmp_path / "run")
 
 
 def test_mirrored_rng_unsupervised_and_batch_split():
@@ -166,36 +243,18 @@ def _tiny_config(strategy, **train):
     return config
 
 
-def _check_equivalence(tmp):
-    import numpy as np  # pylint: disable=import-outside-toplevel
+def _train(strategy, workdir):
+    """One tiny run with deterministic noise; clipping that matters (0.05 clips many
+    gradient entries, so clipping each replica's share instead of the sum would show)."""
     from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
     _deterministic_noise()
-    values, history, replicas = {}, {}, {}
-    for name in ("none", "mirrored"):
-        config = _tiny_config(name)
-        # Clipping matters: 0.05 clips many gradient entries, so clipping each replica's
-        # share instead of the sum would show.
-        config.optimizer.clipvalue = 0.05
-        workdir = os.path.join(tmp, name)
-        metrics = experiment.train_and_evaluate(config, workdir)
-        replicas[name] = metrics["training"]["replicas"]
-        reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
-        values[name] = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-                        if k.startswith(("model/", "optimizer/"))}
-        with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
-            history[name] = [json.loads(line) for line in f]
-    assert values["none"].keys() == values["mirrored"].keys()
-    differences = {}
-    for key, a in values["none"].items():
-        a, b = np.asarray(a, np.float64), np.asarray(values["mirrored"][key], np.float64)
-        scale = max(float(np.max(np.abs(a))) if a.size else 0.0, 1e-12)
-        differences[key] = float(np.max(np.abs(a - b)) / scale) if a.size else 0.0
-    return {"replicas": replicas, "num_compared": len(differences),
-            "relative_differences": differences, "history": history}
+    config = _tiny_config(strategy)
+    config.optimizer.clipvalue = 0.05
+    training = experiment.train_and_evaluate(config, workdir)["training"]
+    return {"replicas": training["replicas"], "strategy": training["strategy"]}
 
 
 def _check_rng(tmp):
-    import numpy as np  # pylint: disable=import-outside-toplevel
     from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
     built = []
     build = experiment.build
@@ -229,13 +288,20 @@ def _check_rng(tmp):
             "odd_batch_workdir_exists": os.path.exists(os.path.join(tmp, "odd"))}
 
 
-def _main(check):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = {"equivalence": _check_equivalence, "rng": _check_rng}[check](tmp)
+def _main(check, *args):
+    if check == "train":  # strategy workdir logical_cpus
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * int(args[2]))
+        out = _train(args[0], args[1])
+    else:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = _check_rng(tmp)
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1])
+    _main(*sys.argv[1:])
