@@ -129,8 +129,13 @@ def test_two_workers_take_the_single_device_step(single_device_run, tmp_path):
     _assert_same_run(single_device_run, tmp_path / "run")
 
 
-def test_mirrored_rng_unsupervised_and_batch_split():
-    out = _child("rng")
+@pytest.fixture(scope="module")
+def rng_checks():
+    return _child("rng")
+
+
+def test_mirrored_rng_unsupervised_and_batch_split(rng_checks):
+    out = rng_checks
     # The RNG state is a mirrored variable every replica advances: it must stay in step.
     assert out["seed_states_equal"], out["seed_states"]
     assert out["iterations"] == out["steps"], "fit ran more steps than the data holds"
@@ -139,6 +144,13 @@ def test_mirrored_rng_unsupervised_and_batch_split():
     assert out["unsupervised_history_keys"] == ["elbo_unlabelled", "loss", "weight_prior"]
     assert "data.unlabelled_batch_size=49 not divisible by the 2 replicas" in out["odd_batch"]
     assert not out["odd_batch_workdir_exists"]
+
+
+@pytest.mark.xfail(strict=True, reason="replicas share the model's RNG state, so they draw "
+                   "the same noise for different examples until models/base.py folds the "
+                   "replica id into the seed; remove this mark then")
+def test_replicas_draw_different_noise(rng_checks):
+    assert rng_checks["replica_noise_distinct"]
 
 
 # --------------------------------------------------------------------------- factory
@@ -263,6 +275,9 @@ def _check_rng(tmp):
     experiment.train_and_evaluate(config, os.path.join(tmp, "rng"))
     model = built[-1]
     states = [v.numpy().tolist() for v in model.seed_generator.state.value.values]
+    strategy = model.distribute_strategy
+    noise = strategy.experimental_local_results(tf.function(lambda: strategy.run(
+        lambda: model.binarize(tf.fill([8, model.dim], 0.5))))())
     with open(os.path.join(tmp, "rng", "history.jsonl"), encoding="utf-8") as f:
         record = json.loads(f.readline())
 
@@ -285,7 +300,8 @@ def _check_rng(tmp):
             "seed_draws": states[0][1], "iterations": int(model.optimizer.iterations.numpy()),
             "steps": 3, "finite": bool(np.isfinite(record["loss"])),
             "unsupervised_history_keys": unsupervised_keys, "odd_batch": odd_message,
-            "odd_batch_workdir_exists": os.path.exists(os.path.join(tmp, "odd"))}
+            "odd_batch_workdir_exists": os.path.exists(os.path.join(tmp, "odd")),
+            "replica_noise_distinct": not np.array_equal(noise[0], noise[1])}
 
 
 def _main(check, *args):
