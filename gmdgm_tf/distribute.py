@@ -17,7 +17,9 @@ replicas, so both must be divisible by `num_replicas_in_sync`. Each replica's lo
 mean over its share divided by the number of replicas (models/base.py, train_step) and
 the optimizer sums the gradients over replicas: N replicas with global batch B take the
 step one device takes with batch B. `CrossReplicaAdam` clips that sum, not each
-replica's share (Keras clips before its all-reduce).
+replica's share (Keras clips before its all-reduce). `adapt_model` works around two Keras
+3 fit() failures under MultiWorkerMirroredStrategy. In a multi-worker cluster only the
+chief writes the run; the other workers write the same files to workdir/workers/<task>.
 """
 
 import glob
