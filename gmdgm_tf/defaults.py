@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.verbose = 0                # 1: Keras progress bar per epoch
     config.train.checkpoint_every_steps = 200  # besides every epoch; 0 -> epochs only
     config.train.keep_checkpoints = 3
+    config.train.figures = True             # confusion/assignment/sample PNGs at the end
     config.train.deterministic = False      # True: TF op determinism (bitwise reruns)
     # tf.distribute (see distribute.py): auto | tpu | mirrored | multi_worker | none.
     # Batch sizes stay global: each is split evenly across the replicas.
@@ -68,4 +69,5 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.epochs = 2
     config.train.steps_per_epoch = 5
     config.train.verbose = 0
+    config.train.figures = False
     return config

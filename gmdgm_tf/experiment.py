@@ -9,7 +9,8 @@ touched, so a bad run leaves nothing behind. Files written to the workdir:
   model.weights.h5     weights of the selected model (train.select)
   metrics.json         final metrics, both protocols (see evaluation.py)
   data_meta.json       what inference needs: pixel mask, image shape, classes, prior
-  tensorboard/         scalars per epoch
+  tensorboard/         scalars per epoch; confusion/assignment/sample figures at the end
+  *.png                confusion.png, assignment.png, samples.png (train.figures)
 JSON files and weights are written to a temporary name and renamed into place.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from gmdgm_tf import data, distribute, evaluation, models
+from gmdgm_tf import data, distribute, evaluation, models, plots
 
 SELECTIONS = ("best_validation", "last")
 EVAL_BATCH = 1000
@@ -165,11 +166,12 @@ def build(config, split):
 
 # Settings that say how long or how loudly to run, not what the experiment is.
 _NOT_EXPERIMENT = ("train.epochs", "train.max_minutes", "train.verbose",
-                   "train.checkpoint_every_steps", "train.keep_checkpoints",
+                   "train.figures", "train.checkpoint_every_steps", "train.keep_checkpoints",
                    "data.dir", "data.tfds_dir", "train.export_dir",
                    "train.strategy", "train.tpu_address")  # same maths on any hardware
 _RUN_FILES = ("config.json", "history.jsonl", "metrics.json", "model.weights.h5",
-              "best.weights.h5", "data_meta.json")
+              "best.weights.h5", "data_meta.json", "confusion.png", "assignment.png",
+              "samples.png")
 _RUN_DIRS = ("checkpoints", "tensorboard")
 
 
@@ -320,9 +322,9 @@ def train_and_evaluate(config, workdir, fresh=False):
     if config.train.select == "best_validation" and os.path.exists(best_path):
         model.load_weights(best_path)
         selected = int(state.best_epoch.numpy())
+    test_slots = predict_slots(model, split.x_test)
     metrics = evaluation.evaluate_protocols(
-        split.y_val, predict_slots(model, split.x_val),
-        split.y_test, predict_slots(model, split.x_test),
+        split.y_val, predict_slots(model, split.x_val), split.y_test, test_slots,
         num_classes=split.num_classes, num_slots=split.num_slots,
         labelled_classes=split.labelled_classes)
     seconds = [r["seconds"] for r in history]
@@ -340,6 +342,8 @@ def train_and_evaluate(config, workdir, fresh=False):
         "labelled_classes": list(split.labelled_classes), "prior": split.prior.tolist(),
         "num_train": split.num_train, "num_labelled": len(split.x_labelled)})
     write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+    if config.train.figures:  # after metrics.json, so a plotting error loses no results
+        plots.write_run_figures(workdir, model, split, metrics, test_slots=test_slots)
     logging.info("%s", evaluation.summary_line(metrics))
     return metrics
 

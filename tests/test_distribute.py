@@ -146,9 +146,6 @@ def test_mirrored_rng_unsupervised_and_batch_split(rng_checks):
     assert not out["odd_batch_workdir_exists"]
 
 
-@pytest.mark.xfail(strict=True, reason="replicas share the model's RNG state, so they draw "
-                   "the same noise for different examples until models/base.py folds the "
-                   "replica id into the seed; remove this mark then")
 def test_replicas_draw_different_noise(rng_checks):
     assert rng_checks["replica_noise_distinct"]
 

@@ -33,7 +33,11 @@ def test_training_beats_chance_and_writes_run(tmp_path, model):
     config.model.hidden_sizes = (128, 128)
     config.model.z_dim = 16
     config.train.epochs = 15
+    config.train.figures = model == "gmdgm"
     metrics = experiment.train_and_evaluate(config, str(tmp_path))
+    if config.train.figures:
+        for name in ("confusion.png", "assignment.png", "samples.png"):
+            assert os.path.getsize(tmp_path / name) > 10000, name
     # 10 classes: chance is 0.1 overall; 5 labelled classes with 10 labels each
     assert metrics["heldout"]["accuracy_labelled_classes"] > 0.6, metrics["heldout"]
     assert metrics["heldout"]["accuracy"] > 0.35, metrics["heldout"]

@@ -120,7 +120,7 @@ class DeepGenerativeModel(keras.Model):
         q_z = self.q_z_given_xy(x, y_onehot)
         loc, scale = q_z.distribution.loc, q_z.distribution.scale
         if eps is None:
-            eps = keras.random.normal(ops.shape(loc), seed=self.seed_generator)
+            eps = tf.random.stateless_normal(ops.shape(loc), seed=self._next_seed())
         z = loc + scale * eps                                              # [B, S, Z]
         log_px = self.p_x_given_yz(y_onehot, z).log_prob(x[:, None, :])    # [B, S]
         kl_z = tfd.kl_divergence(q_z, self.p_z_given_y(y_onehot))          # [B, S]
@@ -145,8 +145,18 @@ class DeepGenerativeModel(keras.Model):
         """Dynamic binarisation for the Bernoulli likelihood (identity for Gaussian)."""
         if self.likelihood != "bernoulli":
             return x
-        return ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) < x,
-                        x.dtype)
+        u = tf.random.stateless_uniform(ops.shape(x), seed=self._next_seed())
+        return ops.cast(u < x, x.dtype)
+
+    def _next_seed(self):
+        """The model RNG's next seed, distinct per replica under a tf.distribute strategy
+        (every replica holds the same RNG state, so it must be folded with the replica id)."""
+        seed = self.seed_generator.next()
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)  # XLA wants int32
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return seed
+        return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
 
     def compute_losses(self, x_l, y_l, x_u):
         """One step's objective and its terms (all float32 scalars)."""
