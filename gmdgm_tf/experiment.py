@@ -157,11 +157,17 @@ def build(config, split):
     model.compile(optimizer=distribute.CrossReplicaAdam(config.optimizer.learning_rate,
                                                         clipvalue=config.optimizer.clipvalue),
                   jit_compile=config.train.jit_compile)
-    x = np.zeros((1, split.dim), np.float32)
-    model(x)
-    model.compute_losses(x, np.zeros((1,), np.int32), x)
+    create_variables(model, split.dim)
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def create_variables(model, dim):
+    """Runs the model once on a dummy batch so that every weight exists (Keras builds
+    lazily; checkpoints and load_weights need them all)."""
+    x = np.zeros((1, dim), np.float32)
+    model(x)
+    model.compute_losses(x, np.zeros((1,), np.int32), x)
 
 
 # Settings that say how long or how loudly to run, not what the experiment is.
@@ -369,8 +375,6 @@ def load_run(workdir):
     model = models.build_model(config.model, dim=dim, prior=meta["prior"],
                                num_train=meta["num_train"], num_labelled=meta["num_labelled"],
                                precision=config.train.precision, seed=config.seed)
-    x = np.zeros((1, dim), np.float32)
-    model(x)
-    model.compute_losses(x, np.zeros((1,), np.int32), x)  # creates every weight
+    create_variables(model, dim)
     model.load_weights(paths["model.weights.h5"])
     return model, config, meta, metrics
