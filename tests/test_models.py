@@ -175,3 +175,36 @@ def test_vectorised_bound_equals_naive_slot_loop(name):
     np.testing.assert_allclose(model.elbo_unlabelled(x, eps=eps).numpy(),
                                reference.elbo_unlabelled_naive(model, x, eps).numpy(),
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_fast_log_likelihood_equals_tfp_log_prob(likelihood):
+    """The step's log p(x|.) shortcut is the distribution's own log_prob, extreme logits too."""
+    model, _ = tiny_model("gmdgm", likelihood)
+    rng = np.random.RandomState(5)
+    out = (rng.randn(B, K, D) * 10).astype(np.float32)
+    out[0, 0, :3] = [-60.0, 60.0, 0.0]
+    x = rng.rand(B, 1, D).astype(np.float32)
+    x = np.round(x) if likelihood == "bernoulli" else x
+    p_x = model._likelihood(out)  # pylint: disable=protected-access
+    np.testing.assert_allclose(model.log_likelihood(p_x, x).numpy(),
+                               p_x.log_prob(x).numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_one_classifier_pass_serves_both_batches():
+    """compute_losses runs q(y|x) once on [x_l; x_u]: the terms equal separate passes."""
+    model, x = tiny_model("gmdgm")
+    model.binarize = lambda v: v  # no noise in the inputs; the z noise is fixed below
+    y = np.array([0, 1], np.int32)
+    eps = np.zeros((B, K, Z), np.float32)
+    base_elbo = type(model).elbo
+    model.elbo = lambda xx, yy, e=None: base_elbo(model, xx, yy, np.zeros(
+        (xx.shape[0], yy.shape[-2], Z), np.float32))
+    _, terms = model.compute_losses(x[:2], y, x)
+    q_y_l = model.q_y_given_x(x[:2])
+    np.testing.assert_allclose(terms["log_q_y_labelled"].numpy(),
+                               np.mean(q_y_l.log_prob(y).numpy()), rtol=1e-6)
+    np.testing.assert_allclose(terms["elbo_unlabelled"].numpy(),
+                               np.mean(model.elbo_unlabelled(x, eps=eps).numpy()), rtol=1e-6)
+    np.testing.assert_allclose(terms["elbo_labelled"].numpy(), np.mean(model.elbo_labelled(
+        x[:2], y, eps=eps[:2, :1]).numpy()), rtol=1e-6)
