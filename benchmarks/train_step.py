@@ -7,17 +7,30 @@ r"""Train-step throughput against the machine's own matmul rate, measured in one
    mode; the best shape per precision is the "peak" the steps are compared with.
 2. The real GM-DGM and M2 train steps (Adam update included) at the paper's shapes:
    100 labelled + 100 unlabelled per step, 15 slots, 444 pixels, 2x500 MLPs, z=100;
-   each precision in graph mode and under XLA; median over --steps after warm-up.
+   each precision in graph mode and under XLA. All configurations are built first and
+   then timed in interleaved rounds (--rounds x --steps_per_round steps each), so a
+   noisy neighbour on a shared machine slows every row alike; ms/step is the median of
+   the per-round medians, "best" the fastest round.
 3. FLOPs counted analytically from the layer shapes (forward 2nab per [n,a]x[a,b]
    matmul, backward 4nab, 2nab for layers fed by data); achieved GFLOP/s and fraction
    of the same-precision peak.
-4. The same for the naive reference (Python loop over slots, nothing shared).
+4. The same for the naive reference (Python loop over slots, nothing shared), in each
+   precision, timed in the same rounds.
+5. Whole epochs through the real training command (python -m gmdgm_tf.train, paper's
+   MNIST config, 2 epochs, the second reported: input pipeline, NaN guard, step
+   checkpoints and the validation pass included), with the peak resident memory of
+   that training process.
+6. Optionally (--threads_grid) the GM-DGM step under each intra:inter-op thread setting,
+   one subprocess each (TensorFlow fixes its thread pools at start-up).
 Writes <out>/train_step.json and <out>/train_step.md.
 """
 
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -30,7 +43,8 @@ from gmdgm_tf import models
 from gmdgm_tf.models import reference
 
 flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
-flags.DEFINE_integer("steps", 30, "Timed steps per configuration (median reported).")
+flags.DEFINE_integer("rounds", 8, "Interleaved timing rounds over all configurations.")
+flags.DEFINE_integer("steps_per_round", 6, "Timed steps per configuration per round.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_list("models", ["gmdgm", "m2"], "Models to time.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions to time.")
@@ -42,11 +56,13 @@ flags.DEFINE_integer("dim", 444, "Input pixels (paper's filtered MNIST).")
 flags.DEFINE_integer("slots", 15, "Class slots.")
 flags.DEFINE_integer("batch", 100, "Labelled and unlabelled batch size each.")
 flags.DEFINE_string("data_dir", "../shared/data/mnist",
-                    "MNIST IDX directory for the epoch-with-pipeline timing ('' to skip).")
-flags.DEFINE_integer("epoch_steps", 100, "Steps timed through the real input pipeline.")
+                    "MNIST IDX directory for the whole-epoch timing ('' to skip).")
+flags.DEFINE_list("threads_grid", [], "intra:inter settings to time the GM-DGM step under, "
+                  "e.g. 1:1,1:2,2:1,2:2 (0 = TensorFlow's default); empty to skip.")
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF default).")
 FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def median_ms(fn, steps, warmup):
@@ -58,6 +74,15 @@ def median_ms(fn, steps, warmup):
         fn()
         times.append(time.perf_counter() - t)
     return 1000 * float(np.median(times))
+
+
+def interleaved_ms(fns, rounds, steps):
+    """{name: fn} -> {name: per-round median ms}, every fn timed once in each round."""
+    per_round = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per_round[name].append(median_ms(fn, steps, 0))
+    return per_round
 
 
 def gemm_rate(n, k, m, dtype, chain=16, repeats=7):
@@ -102,7 +127,8 @@ def build(name, precision, cfg):
     return model
 
 
-def time_step(model, batch, jit, naive=False):
+def make_step(model, batch, jit, naive=False):
+    """A compiled, warmed-up `() -> loss` running one full training step (Adam included)."""
     x_l, y_l, x_u = batch
     model(x_l)
     model.compute_losses(x_l, y_l, x_u)
@@ -118,29 +144,64 @@ def time_step(model, batch, jit, naive=False):
     step = tf.function(naive_step if naive else
                        (lambda: model.train_step(((x_l, y_l), x_u))["loss"]),
                        jit_compile=jit)
-    return median_ms(lambda: step().numpy(), FLAGS.steps, FLAGS.warmup)
+    run = lambda: step().numpy()  # pylint: disable=unnecessary-lambda-assignment
+    median_ms(run, 1, FLAGS.warmup)
+    return run
 
 
-def epoch_seconds(model_name, precision):
-    """A paper-shaped MNIST epoch through model.fit and data.epoch_dataset, extrapolated
-    from --epoch_steps steps after one warm-up epoch fragment -> (seconds, steps/epoch)."""
-    from gmdgm_tf import data, defaults, experiment  # pylint: disable=import-outside-toplevel
-    config = defaults.base_config()
-    config.data.dir = FLAGS.data_dir
-    config.model.name = model_name
-    config.train.precision = precision
-    split = data.load_split(config.data, 0)
-    model = experiment.build(config, split)
-    steps = data.steps_per_epoch(split, config.data.unlabelled_batch_size)
+def train_epoch(model_name, precision, workdir):
+    """Two epochs of the real training command in a subprocess -> (seconds of the second
+    epoch, steps per epoch, peak RSS of that process in MiB)."""
+    config = os.path.join(ROOT, "configs", f"mnist_{model_name}.py")
+    cmd = [sys.executable, "-m", "gmdgm_tf.train", f"--config={config}",
+           f"--workdir={workdir}", "--fresh", f"--config.data.dir={FLAGS.data_dir}",
+           "--config.train.epochs=2", f"--config.train.precision={precision}",
+           "--config.train.figures=False"]
+    env = dict(os.environ, **thread_env(FLAGS.intra_op_threads, FLAGS.inter_op_threads))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    stderr = proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-3000:]}")
+    with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
+        history = [json.loads(line) for line in f]
+    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
+        steps = json.load(f)["training"]["steps_per_epoch"]
+    return history[1]["seconds"], steps, usage.ru_maxrss / 1024
 
-    def run(epoch):
-        ds = data.epoch_dataset(split, 100, 100, 0, epoch).take(FLAGS.epoch_steps)
-        t = time.perf_counter()
-        model.fit(ds, epochs=1, verbose=0, shuffle=False)
-        return time.perf_counter() - t
 
-    run(0)
-    return run(1) / FLAGS.epoch_steps * steps, steps
+def thread_env(intra, inter):
+    """TensorFlow reads these at start-up (the training command has no thread flags)."""
+    env = {}
+    if intra:
+        env["TF_NUM_INTRAOP_THREADS"] = str(intra)
+    if inter:
+        env["TF_NUM_INTEROP_THREADS"] = str(inter)
+    return env
+
+
+def thread_grid(tmp):
+    """GM-DGM graph-mode step per intra:inter setting, one subprocess each."""
+    rows = []
+    for setting in FLAGS.threads_grid:
+        intra, inter = (int(v) for v in setting.split(":"))
+        out = os.path.join(tmp, f"threads_{intra}_{inter}")
+        cmd = [sys.executable, os.path.abspath(__file__), f"--out={out}", "--models=gmdgm",
+               "--modes=graph", "--naive=false", "--data_dir=", "--threads_grid=",
+               f"--precisions={','.join(FLAGS.precisions)}", f"--rounds={FLAGS.rounds}",
+               f"--intra_op_threads={intra}", f"--inter_op_threads={inter}",
+               f"--steps_per_round={FLAGS.steps_per_round}", f"--warmup={FLAGS.warmup}"]
+        cmd += [f"--{k}={getattr(FLAGS, k)}" for k in ("hidden", "z_dim", "dim", "slots",
+                                                      "batch")]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(out, "train_step.json"), encoding="utf-8") as f:
+            for r in json.load(f)["results"]:
+                rows.append(dict(intra=intra, inter=inter, precision=r["precision"],
+                                 ms_per_step=r["ms_per_step"]))
+                print(rows[-1])
+    return rows
 
 
 def peak_rss_mib():
@@ -169,65 +230,89 @@ def main(argv):
         print(f"GEMM {precision}: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
 
     flops = step_flops("gmdgm", b, FLAGS.slots, FLAGS.dim, FLAGS.hidden, FLAGS.z_dim)
-    results = []
     runs = [(m, p, mode, False) for m in FLAGS.models for p in FLAGS.precisions
             for mode in FLAGS.modes]
     if FLAGS.naive:
-        runs += [(m, "float32", "graph", True) for m in FLAGS.models]
-    for name, precision, mode, naive in runs:
-        ms = time_step(build(name, precision, cfg), batch, mode == "xla", naive)
+        runs += [(m, p, "graph", True) for m in FLAGS.models for p in FLAGS.precisions]
+    steps = {run: make_step(build(run[0], run[1], cfg), batch, run[2] == "xla", run[3])
+             for run in runs}
+    per_round = interleaved_ms(steps, FLAGS.rounds, FLAGS.steps_per_round)
+    results = []
+    for (name, precision, mode, naive), times in per_round.items():
+        ms = float(np.median(times))
         gflops = flops / (ms / 1000) / 1e9
-        row = dict(model=name, precision=precision, mode=mode,
-                   variant="naive slot loop" if naive else "vectorised",
-                   ms_per_step=round(ms, 1), examples_per_s=round(2 * b / (ms / 1000)),
-                   gflops=round(gflops, 1),
-                   fraction_of_peak=round(gflops / peaks[precision]["gflops"], 3))
-        results.append(row)
-        print(row)
-    epochs = []
-    if FLAGS.data_dir and os.path.isdir(FLAGS.data_dir):
-        for name in FLAGS.models:
-            for precision in FLAGS.precisions:
-                seconds, steps = epoch_seconds(name, precision)
-                epochs.append(dict(model=name, precision=precision, mode="graph",
-                                   seconds_per_epoch=round(seconds, 1), steps=steps))
-                print(epochs[-1])
+        results.append(dict(
+            model=name, precision=precision, mode=mode,
+            variant="naive slot loop" if naive else "vectorised",
+            ms_per_step=round(ms, 1), ms_best_round=round(min(times), 1),
+            examples_per_s=round(2 * b / (ms / 1000)), gflops=round(gflops, 1),
+            fraction_of_peak=round(gflops / peaks[precision]["gflops"], 3)))
     for row in results:
-        if row["variant"] == "vectorised":
-            naive = [r for r in results if r["variant"] != "vectorised"
-                     and r["model"] == row["model"]]
-            if naive:
-                row["speedup_vs_naive"] = round(naive[0]["ms_per_step"] / row["ms_per_step"], 2)
+        naive = [r for r in results if r["variant"] != "vectorised" and
+                 (r["model"], r["precision"]) == (row["model"], row["precision"])]
+        if row["variant"] == "vectorised" and naive:
+            row["speedup_vs_naive"] = round(naive[0]["ms_per_step"] / row["ms_per_step"], 2)
+        print(row)
+
+    epochs, threads = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        if FLAGS.data_dir and os.path.isdir(FLAGS.data_dir):
+            for name in FLAGS.models:
+                for precision in FLAGS.precisions:
+                    seconds, n, rss = train_epoch(name, precision,
+                                                  os.path.join(tmp, f"{name}_{precision}"))
+                    epochs.append(dict(model=name, precision=precision, mode="graph",
+                                       seconds_per_epoch=round(seconds, 1), steps=n,
+                                       peak_rss_mib=round(rss)))
+                    print(epochs[-1])
+        if FLAGS.threads_grid:
+            threads = thread_grid(tmp)
 
     meta = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                tensorflow=tf.__version__, threads=dict(intra=FLAGS.intra_op_threads,
-                                                        inter=FLAGS.inter_op_threads), step_gflop=round(flops / 1e9, 2), batch=2 * b,
-                shapes=cfg)
+                tensorflow=tf.__version__,
+                threads=dict(intra=FLAGS.intra_op_threads, inter=FLAGS.inter_op_threads),
+                step_gflop=round(flops / 1e9, 2), batch=2 * b, shapes=cfg,
+                rounds=FLAGS.rounds, steps_per_round=FLAGS.steps_per_round)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "train_step.json"), "w", encoding="utf-8") as f:
         json.dump(dict(meta=meta, peaks=peaks, results=results, epochs=epochs,
-                       peak_rss_mib=peak_rss_mib()), f, indent=1)
-    lines = [f"Step = {2 * b} examples ({b} labelled + {b} unlabelled), {FLAGS.slots} slots, "
-             f"{meta['step_gflop']} GFLOP (analytic). Machine: {meta['machine']}, "
-             f"TF {tf.__version__}. GEMM peak fp32 {peaks['float32']['gflops']:.0f} GFLOP/s, "
-             f"bf16 {peaks['mixed_bfloat16']['gflops']:.0f} GFLOP/s.", "",
+                       threads=threads, peak_rss_mib=peak_rss_mib()), f, indent=1)
+    text = markdown(meta, peaks, results, epochs, threads)
+    with open(os.path.join(FLAGS.out, "train_step.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    print(text)
+
+
+def markdown(meta, peaks, results, epochs, threads):
+    lines = [f"Step = {meta['batch']} examples ({meta['batch'] // 2} labelled + "
+             f"{meta['batch'] // 2} unlabelled), {FLAGS.slots} slots, {meta['step_gflop']} "
+             f"GFLOP (analytic). Machine: {meta['machine']}, TF {meta['tensorflow']}. GEMM "
+             f"peak fp32 {peaks['float32']['gflops']:.0f} GFLOP/s, bf16 "
+             f"{peaks['mixed_bfloat16']['gflops']:.0f} GFLOP/s. ms/step: median over "
+             f"{meta['rounds']} interleaved rounds (best round in brackets).", "",
              "| model | precision | mode | variant | ms/step | examples/s | GFLOP/s | "
              "of peak | vs naive |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['model']} | {r['precision']} | {r['mode']} | {r['variant']} | "
-                     f"{r['ms_per_step']} | {r['examples_per_s']} | {r['gflops']} | "
-                     f"{100 * r['fraction_of_peak']:.0f}% | {r.get('speedup_vs_naive', '')} |")
+                     f"{r['ms_per_step']} ({r['ms_best_round']}) | {r['examples_per_s']} | "
+                     f"{r['gflops']} | {100 * r['fraction_of_peak']:.0f}% | "
+                     f"{r.get('speedup_vs_naive', '')} |")
     if epochs:
-        lines += ["", f"Paper-shaped MNIST epoch ({epochs[0]['steps']} steps of 100 + 100, "
-                  "input pipeline included, extrapolated from "
-                  f"{FLAGS.epoch_steps} steps):", "",
-                  "| model | precision | seconds/epoch |", "|---|---|---|"]
-        lines += [f"| {e['model']} | {e['precision']} | {e['seconds_per_epoch']} |"
-                  for e in epochs]
+        lines += ["", f"Paper-shaped MNIST epoch ({epochs[0]['steps']} steps of 100 + 100) "
+                  "through the training command, its second epoch: input pipeline, NaN "
+                  "guard, checkpoints and the validation pass included:", "",
+                  "| model | precision | seconds/epoch | peak RSS of the run (MiB) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {e['model']} | {e['precision']} | {e['seconds_per_epoch']} | "
+                  f"{e['peak_rss_mib']} |" for e in epochs]
+    if threads:
+        lines += ["", "GM-DGM step (graph mode) by TensorFlow thread setting "
+                  "(intra-op:inter-op, 0 = default):", "",
+                  "| threads | precision | ms/step |", "|---|---|---|"]
+        lines += [f"| {t['intra']}:{t['inter']} | {t['precision']} | {t['ms_per_step']} |"
+                  for t in threads]
     lines += ["", f"Peak resident memory of this benchmark process: {peak_rss_mib():.0f} MiB."]
-    with open(os.path.join(FLAGS.out, "train_step.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

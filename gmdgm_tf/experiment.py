@@ -16,7 +16,9 @@ JSON files and weights are written to a temporary name and renamed into place.
 
 import json
 import os
+import resource
 import shutil
+import sys
 import tempfile
 import time
 
@@ -72,6 +74,12 @@ def write_json_atomic(path, obj):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give what open() would
     os.replace(tmp, path)
+
+
+def peak_rss_mib():
+    """Peak resident memory of this process so far, in MiB (Linux and macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10))
 
 
 def predict_slots(model, x):
@@ -340,6 +348,7 @@ def train_and_evaluate(config, workdir, fresh=False):
         "seconds_per_epoch_median": round(float(np.median(seconds)), 2) if seconds else None,
         "strategy": distribute.describe(strategy),
         "replicas": strategy.num_replicas_in_sync,
+        "peak_rss_mib": peak_rss_mib(),
     }
     _save_weights_atomic(model, os.path.join(workdir, "model.weights.h5"))
     write_json_atomic(os.path.join(workdir, "data_meta.json"), {

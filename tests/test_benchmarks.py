@@ -1,0 +1,26 @@
+"""The benchmark script runs end to end at toy shapes and writes what the README quotes."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_train_step_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "train_step.py"), f"--out={out}",
+           "--hidden=16", "--z_dim=4", "--dim=20", "--slots=3", "--batch=8", "--modes=graph", "--models=gmdgm",
+           "--rounds=2", "--steps_per_round=2", "--warmup=1", "--data_dir=",
+           "--threads_grid=1:1"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads((out / "train_step.json").read_text())
+    rows = {(r["model"], r["precision"], r["variant"]): r for r in result["results"]}
+    assert len(rows) == 4  # 2 precisions x (vectorised, naive)
+    for key, row in rows.items():
+        assert row["ms_per_step"] > 0 and row["fraction_of_peak"] > 0, key
+        assert ("speedup_vs_naive" in row) == (key[2] == "vectorised"), key
+    assert result["peaks"]["float32"]["gflops"] > 0
+    assert [(t["intra"], t["inter"]) for t in result["threads"]] == [(1, 1), (1, 1)]
+    assert "| gmdgm | mixed_bfloat16 | graph | vectorised |" in (out / "train_step.md").read_text()
