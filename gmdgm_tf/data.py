@@ -14,6 +14,7 @@ never need the test set.
 """
 
 import dataclasses
+import functools
 import gzip
 import os
 import struct
@@ -87,6 +88,18 @@ class Split:
     @property
     def dim(self) -> int:
         return self.x_unlabelled.shape[1]
+
+    @functools.cached_property
+    def training_tensors(self):
+        """(x_labelled, y_labelled int32, x_unlabelled) as tf constants, made once per split.
+
+        Every epoch's pipeline captures these same tensors: a tf.data function that
+        captures a fresh constant keeps it alive for the rest of the process, so building
+        new constants per epoch leaked a copy of the unlabelled pool (~90 MB on MNIST)
+        every epoch.
+        """
+        return (tf.constant(self.x_labelled), tf.constant(self.y_labelled.astype(np.int32)),
+                tf.constant(self.x_unlabelled))
 
     @property
     def num_train(self) -> int:
@@ -338,13 +351,11 @@ def epoch_dataset(split: Split, labelled_batch_size: int, unlabelled_batch_size:
         raise DataError(f"unlabelled pool has {n_u} examples, fewer than one batch "
                         f"({unlabelled_batch_size})")
     epoch = tf.constant(epoch, tf.int64)
-    x_u = tf.constant(split.x_unlabelled)
+    x_l, y_l, x_u = split.training_tensors
     unlabelled = (_permutations(n_u, seed, 0, epoch).take(n_u)
                   .batch(unlabelled_batch_size, drop_remainder=True)
                   .map(lambda idx: tf.gather(x_u, idx)))
     if len(split.x_labelled):
-        x_l = tf.constant(split.x_labelled)
-        y_l = tf.constant(split.y_labelled.astype(np.int32))
         labelled = (_permutations(len(split.x_labelled), seed, 1, epoch)
                     .batch(labelled_batch_size, drop_remainder=True)
                     .map(lambda idx: (tf.gather(x_l, idx), tf.gather(y_l, idx))))

@@ -253,8 +253,12 @@ def validation_report(model, split):
                                       split.num_classes)
 
 
-def train_and_evaluate(config, workdir, fresh=False):
-    """Runs (or resumes) one experiment end to end; returns its metrics (as metrics.json)."""
+def train_and_evaluate(config, workdir, fresh=False, export_dir=None):
+    """Runs (or resumes) one experiment end to end; returns its metrics (as metrics.json).
+
+    export_dir: if set, the finished run is also exported there as a SavedModel (see
+    export.py), by the chief alone under a multi-worker strategy.
+    """
     validate_config(config)
     # First, before other TF work: multi-worker collectives are configured at start-up.
     strategy = distribute.make_strategy(config.train.strategy, config.train.tpu_address)
@@ -360,6 +364,9 @@ def train_and_evaluate(config, workdir, fresh=False):
     if config.train.figures:  # after metrics.json, so a plotting error loses no results
         plots.write_run_figures(workdir, model, split, metrics, test_slots=test_slots)
     logging.info("%s", evaluation.summary_line(metrics))
+    if export_dir and distribute.is_chief(strategy):
+        from gmdgm_tf import export  # pylint: disable=import-outside-toplevel  (cycle)
+        export.export_run(workdir, export_dir)
     return metrics
 
 

@@ -6,7 +6,7 @@ r"""Trains and evaluates one experiment.
 
 Any config field can be overridden with --config.<field>=<value>. Rerunning the same
 command on the same workdir resumes an interrupted run; --fresh starts over;
---export_dir=DIR also writes a SavedModel at the end.
+--export_dir=DIR also writes a SavedModel at the end (the chief alone, multi-worker).
 """
 
 import os
@@ -34,10 +34,7 @@ def main(argv):
         if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir):
             raise ValueError(f"--export_dir {export_dir} exists and is not empty")
         experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
-                                      fresh=flags.FLAGS.fresh)
-        if flags.FLAGS.export_dir:
-            from gmdgm_tf import export  # pylint: disable=import-outside-toplevel
-            export.export_run(flags.FLAGS.workdir, flags.FLAGS.export_dir)
+                                      fresh=flags.FLAGS.fresh, export_dir=export_dir)
     except (data.DataError, experiment.ConfigError, experiment.NonFiniteLossError,
             ValueError, FileNotFoundError) as e:
         logging.error("%s", e)

@@ -106,7 +106,8 @@ def test_two_workers_take_the_single_device_step(single_device_run, tmp_path):
     workers = [f"localhost:{port}" for port in _free_ports(2)]
     procs = []
     for index in range(2):
-        command, env = _child_command("train", "multi_worker", tmp_path / "run", 1)
+        command, env = _child_command("train", "multi_worker", tmp_path / "run", 1,
+                                      tmp_path / "export")
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
                                        "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -126,6 +127,8 @@ def test_two_workers_take_the_single_device_step(single_device_run, tmp_path):
     # The chief (worker 0) writes the run; worker 1 writes alike to a private directory.
     assert (tmp_path / "run" / "metrics.json").exists()
     assert (tmp_path / "run" / "workers" / "worker_1" / "metrics.json").exists()
+    # --export_dir: the chief exports once (a second export there would have failed).
+    assert (tmp_path / "export" / "saved_model.pb").exists()
     _assert_same_run(single_device_run, tmp_path / "run")
 
 
@@ -252,14 +255,15 @@ def _tiny_config(strategy, **train):
     return config
 
 
-def _train(strategy, workdir):
+def _train(strategy, workdir, export_dir=None):
     """One tiny run with deterministic noise; clipping that matters (0.05 clips many
     gradient entries, so clipping each replica's share instead of the sum would show)."""
     from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
     _deterministic_noise()
     config = _tiny_config(strategy)
     config.optimizer.clipvalue = 0.05
-    training = experiment.train_and_evaluate(config, workdir)["training"]
+    training = experiment.train_and_evaluate(config, workdir,
+                                             export_dir=export_dir)["training"]
     return {"replicas": training["replicas"], "strategy": training["strategy"]}
 
 
@@ -302,11 +306,11 @@ def _check_rng(tmp):
 
 
 def _main(check, *args):
-    if check == "train":  # strategy workdir logical_cpus
+    if check == "train":  # strategy workdir logical_cpus [export_dir]
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * int(args[2]))
-        out = _train(args[0], args[1])
+        out = _train(args[0], args[1], *args[3:])
     else:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

@@ -215,6 +215,12 @@ class DeepGenerativeModel(keras.Model):
             self.trackers[name].update_state(value)
         return {name: self.trackers[name].result() for name in terms}
 
+    def build(self, input_shape):
+        """Nothing to do here: each sub-layer builds itself on first use, and
+        `experiment.create_variables` runs every path once. (Defined so Keras does not
+        warn that the model "has unbuilt state".)"""
+        del input_shape
+
     @property
     def metrics(self):
         return list(self.trackers.values())
