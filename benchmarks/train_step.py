@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmdgm_tf import models
+from gmdgm_tf.experiment import peak_rss_mib
 from gmdgm_tf.models import reference
 
 flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
@@ -49,6 +50,7 @@ flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
 flags.DEFINE_list("models", ["gmdgm", "m2"], "Models to time.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions to time.")
 flags.DEFINE_list("modes", ["graph", "xla"], "Execution modes to time.")
+flags.DEFINE_bool("time_steps", True, "Time the train steps (false: epochs/threads only).")
 flags.DEFINE_bool("naive", True, "Also time the naive slot-loop reference (graph mode).")
 flags.DEFINE_integer("hidden", 500, "Hidden units (2 layers).")
 flags.DEFINE_integer("z_dim", 100, "Latent size.")
@@ -158,18 +160,15 @@ def train_epoch(model_name, precision, workdir):
            "--config.train.epochs=2", f"--config.train.precision={precision}",
            "--config.train.figures=False"]
     env = dict(os.environ, **thread_env(FLAGS.intra_op_threads, FLAGS.inter_op_threads))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    stderr = proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, check=False)
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
         history = [json.loads(line) for line in f]
     with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
-        steps = json.load(f)["training"]["steps_per_epoch"]
-    return history[1]["seconds"], steps, usage.ru_maxrss / 1024
+        training = json.load(f)["training"]
+    return history[1]["seconds"], training["steps_per_epoch"], training["peak_rss_mib"]
 
 
 def thread_env(intra, inter):
@@ -204,11 +203,6 @@ def thread_grid(tmp):
     return rows
 
 
-def peak_rss_mib():
-    import resource  # pylint: disable=import-outside-toplevel
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main(argv):
     del argv
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
@@ -231,8 +225,8 @@ def main(argv):
 
     flops = step_flops("gmdgm", b, FLAGS.slots, FLAGS.dim, FLAGS.hidden, FLAGS.z_dim)
     runs = [(m, p, mode, False) for m in FLAGS.models for p in FLAGS.precisions
-            for mode in FLAGS.modes]
-    if FLAGS.naive:
+            for mode in FLAGS.modes] if FLAGS.time_steps else []
+    if FLAGS.naive and FLAGS.time_steps:
         runs += [(m, p, "graph", True) for m in FLAGS.models for p in FLAGS.precisions]
     steps = {run: make_step(build(run[0], run[1], cfg), batch, run[2] == "xla", run[3])
              for run in runs}
@@ -289,9 +283,10 @@ def markdown(meta, peaks, results, epochs, threads):
              f"GFLOP (analytic). Machine: {meta['machine']}, TF {meta['tensorflow']}. GEMM "
              f"peak fp32 {peaks['float32']['gflops']:.0f} GFLOP/s, bf16 "
              f"{peaks['mixed_bfloat16']['gflops']:.0f} GFLOP/s. ms/step: median over "
-             f"{meta['rounds']} interleaved rounds (best round in brackets).", "",
-             "| model | precision | mode | variant | ms/step | examples/s | GFLOP/s | "
-             "of peak | vs naive |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{meta['rounds']} interleaved rounds (best round in brackets).", ""]
+    if results:
+        lines += ["| model | precision | mode | variant | ms/step | examples/s | GFLOP/s | "
+                  "of peak | vs naive |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['model']} | {r['precision']} | {r['mode']} | {r['variant']} | "
                      f"{r['ms_per_step']} ({r['ms_best_round']}) | {r['examples_per_s']} | "

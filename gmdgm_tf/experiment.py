@@ -77,9 +77,16 @@ def write_json_atomic(path, obj):
 
 
 def peak_rss_mib():
-    """Peak resident memory of this process so far, in MiB (Linux and macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10))
+    """Peak resident memory of this process so far, in MiB.
+
+    VmHWM where /proc exists: getrusage's ru_maxrss of a freshly started process also
+    counts the parent it was forked from (Linux saves the pre-exec image's peak)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return round(int(f.read().split("VmHWM:")[1].split()[0]) / 1024)
+    except (OSError, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10))
 
 
 def predict_slots(model, x):
