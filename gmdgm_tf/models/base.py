@@ -178,18 +178,21 @@ class DeepGenerativeModel(keras.Model):
         pass on their concatenation: half the kernel casts, gradient sums and ops of
         two separate passes, and a larger matmul.
         """
-        n_l = x_l.shape[0]  # static: fully unsupervised runs have no labelled batch
-        x = self.binarize(ops.concatenate([x_l, x_u], axis=0) if n_l else x_u)
-        logits = ops.cast(self.classifier(x), "float32")                  # [B_l + B_u, S]
-        if n_l:
-            x_l, x_u = ops.split(x, [n_l], axis=0)
-            logits_l, logits_u = ops.split(logits, [n_l], axis=0)
+        # Static test: fully unsupervised runs have an empty labelled batch; an unknown
+        # size (None, e.g. a per-replica batch under tf.distribute) has labels.
+        has_labels = x_l.shape[0] != 0
+        x = self.binarize(ops.concatenate([x_l, x_u], axis=0) if has_labels else x_u)
+        logits = self.q_y_given_x(x).logits                               # [B_l + B_u, S]
+        if has_labels:
+            sizes = tf.stack([tf.shape(x_l)[0], -1])
+            x_l, x_u = tf.split(x, sizes)
+            logits_l, logits_u = tf.split(logits, sizes)
         else:
             x_u, logits_u = x, logits
         terms = {"elbo_unlabelled": ops.mean(self.elbo_unlabelled(
             x_u, q_y=tfd.Categorical(logits=logits_u)))}
         loss = -terms["elbo_unlabelled"]
-        if n_l:
+        if has_labels:
             q_y_l = tfd.Categorical(logits=logits_l)
             terms["elbo_labelled"] = ops.mean(self.elbo_labelled(x_l, y_l))
             terms["log_q_y_labelled"] = ops.mean(q_y_l.log_prob(y_l))
