@@ -147,7 +147,8 @@ def make_step(model, batch, jit, naive=False):
                        (lambda: model.train_step(((x_l, y_l), x_u))["loss"]),
                        jit_compile=jit)
     run = lambda: step().numpy()  # pylint: disable=unnecessary-lambda-assignment
-    median_ms(run, 1, FLAGS.warmup)
+    for _ in range(FLAGS.warmup):
+        run()
     return run
 
 
@@ -159,16 +160,22 @@ def train_epoch(model_name, precision, workdir):
            f"--workdir={workdir}", "--fresh", f"--config.data.dir={FLAGS.data_dir}",
            "--config.train.epochs=2", f"--config.train.precision={precision}",
            "--config.train.figures=False"]
-    env = dict(os.environ, **thread_env(FLAGS.intra_op_threads, FLAGS.inter_op_threads))
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, check=False)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    run_quietly(cmd, env=dict(os.environ, **thread_env(FLAGS.intra_op_threads,
+                                                     FLAGS.inter_op_threads)))
     with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
         history = [json.loads(line) for line in f]
     with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
         training = json.load(f)["training"]
     return history[1]["seconds"], training["steps_per_epoch"], training["peak_rss_mib"]
+
+
+def run_quietly(cmd, env=None):
+    """Runs a subprocess, discarding its output unless it fails (then raised, with its
+    stderr's tail)."""
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
 
 
 def thread_env(intra, inter):
@@ -194,7 +201,7 @@ def thread_grid(tmp):
                f"--steps_per_round={FLAGS.steps_per_round}", f"--warmup={FLAGS.warmup}"]
         cmd += [f"--{k}={getattr(FLAGS, k)}" for k in ("hidden", "z_dim", "dim", "slots",
                                                       "batch")]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run_quietly(cmd)
         with open(os.path.join(out, "train_step.json"), encoding="utf-8") as f:
             for r in json.load(f)["results"]:
                 rows.append(dict(intra=intra, inter=inter, precision=r["precision"],

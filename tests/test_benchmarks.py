@@ -11,7 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_train_step_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "train_step.py"), f"--out={out}",
-           "--hidden=16", "--z_dim=4", "--dim=20", "--slots=3", "--batch=8", "--modes=graph", "--models=gmdgm",
+           "--hidden=16", "--z_dim=4", "--dim=20", "--slots=3", "--batch=8",
+           "--modes=graph", "--models=gmdgm",
            "--rounds=2", "--steps_per_round=2", "--warmup=1", "--data_dir=",
            "--threads_grid=1:1"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
@@ -23,4 +24,5 @@ def test_train_step_benchmark_smoke(tmp_path):
         assert ("speedup_vs_naive" in row) == (key[2] == "vectorised"), key
     assert result["peaks"]["float32"]["gflops"] > 0
     assert [(t["intra"], t["inter"]) for t in result["threads"]] == [(1, 1), (1, 1)]
-    assert "| gmdgm | mixed_bfloat16 | graph | vectorised |" in (out / "train_step.md").read_text()
+    table = (out / "train_step.md").read_text()
+    assert "| gmdgm | mixed_bfloat16 | graph | vectorised |" in table

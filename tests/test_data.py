@@ -246,6 +246,13 @@ def test_train_dataset_unsupervised_has_empty_labelled_batch():
     assert x_l.shape == (0, 16) and y_l.shape == (0,) and x_u.shape == (100, 16)
 
 
+def test_epoch_pipeline_runs_without_autotuning():
+    """tf.data's autotuning thread stalled the end-of-epoch teardown by 8-38 s."""
+    split = data.make_split(synthetic_raw(), split_config(), seed=0)
+    assert data.epoch_dataset(split, 20, 100, seed=0, epoch=0).options().autotune.enabled \
+        is False
+
+
 def _rss_mib():
     with open("/proc/self/status", encoding="ascii") as f:
         return int(f.read().split("VmRSS:")[1].split()[0]) / 1024
