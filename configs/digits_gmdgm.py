@@ -22,6 +22,4 @@ def get_config(arg=None):
     config.model.hidden_sizes = (256, 256)
     config.model.z_dim = 32
     config.train.epochs = 300
-    if arg == "smoke":
-        defaults.shrink(config)
-    return config
+    return defaults.apply_arg(config, arg)

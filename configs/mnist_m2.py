@@ -19,6 +19,4 @@ def get_config(arg=None):
     config = defaults.base_config()
     config.model.name = "m2"
     config.train.precision = "mixed_bfloat16"
-    if arg == "smoke":
-        defaults.shrink(config)
-    return config
+    return defaults.apply_arg(config, arg)

@@ -38,6 +38,10 @@ CLASS_NAMES = {
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
 _IDX_UBYTE = 0x08
+# p(y) when config.data.prior is not given: "paper" is the rule of the paper's text (each
+# labelled-class slot 1/num_classes, the rest shared equally by the other slots);
+# "uniform" is 1/num_slots everywhere, what the authors' code gave M2 (no prior argument).
+PRIOR_RULES = ("paper", "uniform")
 
 
 class DataError(ValueError):
@@ -221,12 +225,13 @@ def load_raw(data_config) -> RawData:
 
 
 def slot_prior(num_classes: int, labelled_classes: Sequence[int], num_extra_slots: int,
-               explicit: Optional[Sequence[float]] = None) -> np.ndarray:
+               explicit: Optional[Sequence[float]] = None, rule: str = "paper") -> np.ndarray:
     """p(y) over the num_classes + num_extra_slots slots -> [num_slots] float64.
 
-    Paper rule: each labelled-class slot keeps 1/num_classes; the remaining mass is shared
-    equally by the masked-class slots and the extra slots. ``explicit`` overrides the rule
-    and must be a strictly positive distribution of the right length.
+    rule "paper": each labelled-class slot keeps 1/num_classes; the remaining mass is shared
+    equally by the masked-class slots and the extra slots. rule "uniform": 1/num_slots for
+    every slot. ``explicit`` overrides the rule and must be a strictly positive
+    distribution of the right length.
     """
     if num_extra_slots < 0:
         raise DataError(f"data.num_extra_slots must be >= 0, got {num_extra_slots}")
@@ -240,6 +245,10 @@ def slot_prior(num_classes: int, labelled_classes: Sequence[int], num_extra_slot
         if abs(prior.sum() - 1.0) > 1e-6:
             raise DataError(f"data.prior must sum to 1, sums to {prior.sum():.6g}")
         return prior
+    if rule not in PRIOR_RULES:
+        raise DataError(f"unknown data.prior_rule {rule!r}; choose one of {PRIOR_RULES}")
+    if rule == "uniform":
+        return np.full(num_slots, 1.0 / num_slots)
     labelled = set(labelled_classes)
     free = num_slots - len(labelled)
     mass_left = 1.0 - len(labelled) / num_classes
@@ -301,7 +310,7 @@ def make_split(raw: RawData, data_config, seed: int) -> Split:
     keep = lambda a: np.ascontiguousarray(a[:, pixel_mask])  # pylint: disable=unnecessary-lambda-assignment
 
     prior = slot_prior(num_classes, labelled_classes, data_config.num_extra_slots,
-                       data_config.get("prior"))
+                       data_config.get("prior"), data_config.get("prior_rule", "paper"))
     return Split(
         x_labelled=keep(train_flat[labelled_idx]), y_labelled=raw.train_y[labelled_idx],
         x_unlabelled=keep(train_flat[unlabelled_idx]), y_unlabelled=raw.train_y[unlabelled_idx],

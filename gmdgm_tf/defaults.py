@@ -22,7 +22,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.labelled_classes = (0, 1, 2, 8, 9)
     config.data.labels_per_class = 100
     config.data.num_extra_slots = 5         # y has 10 + 5 = 15 slots
-    config.data.prior = ml_collections.config_dict.placeholder(tuple)  # None -> paper rule
+    config.data.prior = ml_collections.config_dict.placeholder(tuple)  # None -> prior_rule
+    config.data.prior_rule = "paper"        # paper (1/10 labelled slots, rest shared) | uniform
     config.data.pixel_std_threshold = 0.1   # keep pixels with train std > 0.1; 0 -> all
     config.data.labelled_batch_size = 100
     config.data.unlabelled_batch_size = 100
@@ -60,6 +61,20 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.tpu_address = ""           # tpu: "" (TPU_NAME/Colab/TPU VM), "local",
                                             # a Cloud TPU name or grpc://host:port
     return config
+
+
+CONFIG_ARGS = ("", "smoke")
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDict:
+    """A config file's `get_config(arg)` argument: none, or "smoke" (see `shrink`).
+
+    Anything else is refused, so a typo (`:smok`) cannot silently train the full config."""
+    arg = arg or ""
+    if arg not in CONFIG_ARGS:
+        raise ValueError(f"unknown config argument {arg!r}; choose one of "
+                         f"{[a for a in CONFIG_ARGS if a]} or none")
+    return shrink(config) if arg == "smoke" else config
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

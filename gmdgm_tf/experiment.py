@@ -51,6 +51,9 @@ def validate_config(config):
          f"unknown train.select {config.train.select!r}; choose one of {SELECTIONS}"),
         (config.model.alpha_scaling in ("none", "kingma"),
          f"unknown model.alpha_scaling {config.model.alpha_scaling!r}; choose none or kingma"),
+        (config.data.prior_rule in data.PRIOR_RULES,
+         f"unknown data.prior_rule {config.data.prior_rule!r}; choose one of "
+         f"{data.PRIOR_RULES}"),
         (config.data.source in data.SOURCES,
          f"unknown dataset {config.data.source!r}; choose one of {', '.join(data.SOURCES)}"),
         (config.train.epochs >= 1, f"train.epochs must be >= 1, got {config.train.epochs}"),

@@ -1,0 +1,237 @@
+r"""Trains recipes x seeds, one `python -m gmdgm_tf.train` at a time, filing each summary.
+
+  python -m gmdgm_tf.sweeps.run --out=runs/table1 --summaries=results/table1/runs \
+      --recipe=gmdgm_fast=configs/mnist_gmdgm_fast.py \
+      --recipe=m2_fast=configs/mnist_m2_fast.py \
+      --recipe=m2_fast_uniform=configs/mnist_m2_fast.py,data.prior_rule=uniform \
+      --seeds=0-4 --set=data.dir=../shared/data/mnist
+
+A recipe is NAME=CONFIG_FILE[:ARG][,FIELD=VALUE...]: a config file passed by path (as to
+`gmdgm_tf.train`) and field overrides; `--set` adds overrides to every recipe. Each
+(recipe, seed) trains in OUT/runs/NAME_seedK with config.seed = K and logs to its
+train.log there. Runs are ordered seed by seed (every recipe's seed 0, then seed 1 ...),
+so a sweep stopped part-way leaves comparable seeds for every recipe.
+
+As each run finishes, its small summary (SUMMARY_FILES: config, history, metrics, data
+metadata, figures, the runner's record; never weights or checkpoints) is copied to
+SUMMARIES/NAME_seedK/, ready to commit; `gmdgm_tf.sweeps.report` builds the table from
+those folders alone. Rerunning the same command skips runs whose summary is filed and
+resumes interrupted ones from their checkpoints; a finished run asked for more epochs
+resumes and trains on.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Optional
+
+from absl import app, flags, logging
+
+# Files of a run directory that make its summary (small; no weights, no checkpoints).
+SUMMARY_FILES = ("config.json", "history.jsonl", "metrics.json", "data_meta.json",
+                 "runner.json", "confusion.png", "assignment.png", "samples.png")
+RUNNER_RECORD = "runner.json"
+
+
+class SweepError(ValueError):
+    """A bad recipe, seed list or sweep directory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """NAME=CONFIG_FILE[:ARG][,FIELD=VALUE...] -> name, config file, argument, overrides."""
+    name: str
+    config_file: str
+    config_arg: Optional[str]
+    overrides: tuple  # ((field, text value), ...)
+
+    @classmethod
+    def parse(cls, text, common=()):
+        name, sep, rest = text.partition("=")
+        if not sep or not name or not rest:
+            raise SweepError(f"--recipe {text!r}: expected NAME=CONFIG_FILE[:ARG][,FIELD=VALUE...]")
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise SweepError(f"--recipe name {name!r}: use letters, digits, _ and -")
+        path, *fields = rest.split(",")
+        path, _, arg = path.partition(":")
+        overrides = list(common)
+        for field in fields:
+            key, sep, value = field.partition("=")
+            if not sep or not key:
+                raise SweepError(f"--recipe {name}: override {field!r} is not FIELD=VALUE")
+            overrides.append((key, value))
+        if not os.path.isfile(path):
+            raise SweepError(f"--recipe {name}: config file not found: {path}")
+        return cls(name, os.path.abspath(path), arg or None, tuple(overrides))
+
+
+def parse_seeds(text):
+    """'5' -> [0..4]; '0-4' -> [0..4]; '3,7' -> [3, 7]."""
+    try:
+        if "-" in text:
+            lo, hi = (int(t) for t in text.split("-"))
+            seeds = list(range(lo, hi + 1))
+        elif "," in text:
+            seeds = [int(t) for t in text.split(",")]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError as e:
+        raise SweepError(f"--seeds {text!r}: expected N, A-B or A,B,...") from e
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SweepError(f"--seeds {text!r}: need distinct seeds >= 0")
+    return seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    recipe: Recipe
+    seed: int
+    workdir: str
+
+    @property
+    def name(self):
+        return f"{self.recipe.name}_seed{self.seed}"
+
+    def command(self):
+        """The `python -m gmdgm_tf.train` argv that trains this run."""
+        config = self.recipe.config_file + (f":{self.recipe.config_arg}"
+                                            if self.recipe.config_arg else "")
+        return ([sys.executable, "-m", "gmdgm_tf.train", f"--config={config}",
+                 f"--workdir={self.workdir}", f"--config.seed={self.seed}"]
+                + [f"--config.{k}={v}" for k, v in self.recipe.overrides])
+
+
+def plan(recipes, seeds, out):
+    """-> [Run], seed-major (every recipe's first seed, then the next seed ...)."""
+    names = [r.name for r in recipes]
+    if len(set(names)) != len(names):
+        raise SweepError(f"recipe names repeat: {names}")
+    return [Run(r, s, os.path.join(os.path.abspath(out), "runs", f"{r.name}_seed{s}"))
+            for s in seeds for r in recipes]
+
+
+def _read_json(path, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def asked_epochs(recipe):
+    """The train.epochs a recipe asks for: its override, else its config file's."""
+    if "train.epochs" in dict(recipe.overrides):
+        return int(dict(recipe.overrides)["train.epochs"])
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    spec = importlib.util.spec_from_file_location("sweep_config", recipe.config_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.get_config(recipe.config_arg).train.epochs)
+
+
+def is_complete(run):
+    """metrics.json exists and the run trained the epochs its recipe now asks for."""
+    if _read_json(os.path.join(run.workdir, "metrics.json")) is None:
+        return False
+    config = _read_json(os.path.join(run.workdir, "config.json"), {})
+    return config.get("train", {}).get("epochs") == asked_epochs(run.recipe)
+
+
+def file_summary(run, summaries):
+    """Copies the run's SUMMARY_FILES to summaries/<name>/ (atomically: a temp dir renamed)."""
+    dest = os.path.join(summaries, run.name)
+    tmp = dest + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in SUMMARY_FILES:
+        src = os.path.join(run.workdir, name)
+        if os.path.exists(src):
+            shutil.copy2(src, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _record_attempt(run, seconds, status):
+    path = os.path.join(run.workdir, RUNNER_RECORD)
+    record = _read_json(path, {"attempts": []})
+    record["attempts"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
+                               "seconds": round(seconds, 1), "status": status})
+    record["wall_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 1)
+    record["recipe"] = run.recipe.name
+    record["seed"] = run.seed
+    record["command"] = " ".join(run.command())
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def train(run):
+    """Trains (or resumes) one run as a subprocess -> exit code; logs to its train.log."""
+    os.makedirs(run.workdir, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(run.workdir, "train.log"), "a", encoding="utf-8") as log:
+        code = subprocess.call(run.command(), stdout=log, stderr=subprocess.STDOUT)
+    _record_attempt(run, time.time() - t0, "finished" if code == 0 else f"exit code {code}")
+    return code
+
+
+def sweep(runs, summaries):
+    """Trains what is missing, filing each finished run -> {name: status}."""
+    statuses = {}
+    for i, run in enumerate(runs):
+        filed = os.path.exists(os.path.join(summaries, run.name, "metrics.json"))
+        if is_complete(run) or (filed and not os.path.exists(run.workdir)):
+            statuses[run.name] = "finished"
+        else:
+            logging.info("run %d/%d: %s", i + 1, len(runs), run.name)
+            code = train(run)
+            statuses[run.name] = "finished" if code == 0 else f"failed (exit code {code})"
+            logging.info("%s: %s", run.name, statuses[run.name])
+        if statuses[run.name] == "finished" and os.path.exists(run.workdir):
+            logging.info("filed %s", file_summary(run, summaries))
+    return statuses
+
+
+def define_flags():
+    flags.DEFINE_string("out", None, "Directory for the runs' workdirs (weights, "
+                        "checkpoints: not for committing).")
+    flags.DEFINE_string("summaries", None, "Directory for the runs' summaries (commit "
+                        "these), one folder per run.")
+    flags.DEFINE_multi_string("recipe", None, "NAME=CONFIG_FILE[:ARG][,FIELD=VALUE...]; "
+                              "repeat for more recipes.")
+    flags.DEFINE_string("seeds", "5", "N (seeds 0..N-1), A-B or A,B,...")
+    flags.DEFINE_multi_string("set", [], "FIELD=VALUE override for every recipe.")
+    flags.mark_flags_as_required(["out", "summaries", "recipe"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        common = []
+        for item in f.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SweepError(f"--set {item!r} is not FIELD=VALUE")
+            common.append((key, value))
+        runs = plan([Recipe.parse(r, common) for r in f.recipe], parse_seeds(f.seeds), f.out)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    statuses = sweep(runs, f.summaries)
+    failed = {k: v for k, v in statuses.items() if v != "finished"}
+    for name, status in failed.items():
+        print(f"{name}: {status}; see {os.path.join(f.out, 'runs', name, 'train.log')}",
+              file=sys.stderr)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
