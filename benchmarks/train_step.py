@@ -35,19 +35,21 @@ import time
 
 from absl import app, flags
 import keras
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from gmdgm_tf import config as config_lib
 from gmdgm_tf import models
-from gmdgm_tf.experiment import peak_rss_mib
+from gmdgm_tf.machine import peak_rss_mib
 from gmdgm_tf.models import reference
 
 flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
 flags.DEFINE_integer("rounds", 8, "Interleaved timing rounds over all configurations.")
 flags.DEFINE_integer("steps_per_round", 6, "Timed steps per configuration per round.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
-flags.DEFINE_list("models", ["gmdgm", "m2"], "Models to time.")
+flags.DEFINE_list("configs", ["configs/mnist_gmdgm.py", "configs/mnist_m2.py"],
+                  "Config files (as --config of gmdgm_tf.train) of the models to time; the "
+                  "shape flags below override their networks.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions to time.")
 flags.DEFINE_list("modes", ["graph", "xla"], "Execution modes to time.")
 flags.DEFINE_bool("time_steps", True, "Time the train steps (false: epochs/threads only).")
@@ -64,7 +66,6 @@ flags.DEFINE_list("threads_grid", [], "intra:inter settings to time the GM-DGM s
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: TF default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: TF default).")
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def median_ms(fn, steps, warmup):
@@ -117,23 +118,29 @@ def step_flops(model_name, b, slots, dim, hidden, z_dim):
     return sum((4 if data else 6) * n * a * c for n, a, c, data in layers)
 
 
-def build(name, precision, cfg):
-    mc = ml_collections.ConfigDict(dict(
-        name=name, hidden_sizes=(cfg["hidden"],) * 2, z_dim=cfg["z_dim"],
-        likelihood="bernoulli", alpha=1.1, alpha_scaling="none", output_stddev=1e-3,
-        weight_prior=True, prior_loc_stddev=0.1))
+def load_config(path, cfg):
+    """A config file with the benchmark's shapes -> validated ConfigDict."""
+    config = config_lib.load(path)
+    config.model.hidden_sizes = (cfg["hidden"],) * 2
+    config.model.z_dim = cfg["z_dim"]
+    return config_lib.validate(config)
+
+
+def build(path, precision, cfg):
+    """The config's model at the benchmark's shapes, objective and optimiser as in training
+    (50,000 training examples, 500 labelled)."""
+    config = load_config(path, cfg)
     prior = np.full(cfg["slots"], 1.0 / cfg["slots"])
-    model = models.build_model(mc, dim=cfg["dim"], prior=prior, num_train=50000,
-                               num_labelled=500, precision=precision)
-    model.compile(optimizer=keras.optimizers.Adam(3e-4, clipvalue=1.0))
+    model = models.build_model(config.model, dim=cfg["dim"], prior=prior, precision=precision)
+    model.objective = models.objective(config.model, num_train=50000, num_labelled=500)
+    model.compile(optimizer=keras.optimizers.Adam(config.optimizer.learning_rate,
+                                                  clipvalue=config.optimizer.clipvalue))
     return model
 
 
 def make_step(model, batch, jit, naive=False):
     """A compiled, warmed-up `() -> loss` running one full training step (Adam included)."""
     x_l, y_l, x_u = batch
-    model(x_l)
-    model.compute_losses(x_l, y_l, x_u)
     model.optimizer.build(model.trainable_variables)
 
     def naive_step():
@@ -152,10 +159,9 @@ def make_step(model, batch, jit, naive=False):
     return run
 
 
-def train_epoch(model_name, precision, workdir):
-    """Two epochs of the real training command in a subprocess -> (seconds of the second
-    epoch, steps per epoch, peak RSS of that process in MiB)."""
-    config = os.path.join(ROOT, "configs", f"mnist_{model_name}.py")
+def train_epoch(config, precision, workdir):
+    """Two epochs of the real training command on the config file in a subprocess ->
+    (seconds of the second epoch, steps per epoch, peak RSS of that process in MiB)."""
     cmd = [sys.executable, "-m", "gmdgm_tf.train", f"--config={config}",
            f"--workdir={workdir}", "--fresh", f"--config.data.dir={FLAGS.data_dir}",
            "--config.train.epochs=2", f"--config.train.precision={precision}",
@@ -189,12 +195,13 @@ def thread_env(intra, inter):
 
 
 def thread_grid(tmp):
-    """GM-DGM graph-mode step per intra:inter setting, one subprocess each."""
+    """The first config's graph-mode step per intra:inter setting, one subprocess each."""
     rows = []
     for setting in FLAGS.threads_grid:
         intra, inter = (int(v) for v in setting.split(":"))
         out = os.path.join(tmp, f"threads_{intra}_{inter}")
-        cmd = [sys.executable, os.path.abspath(__file__), f"--out={out}", "--models=gmdgm",
+        cmd = [sys.executable, os.path.abspath(__file__), f"--out={out}",
+               f"--configs={os.path.abspath(FLAGS.configs[0])}",
                "--modes=graph", "--naive=false", "--data_dir=", "--threads_grid=",
                f"--precisions={','.join(FLAGS.precisions)}", f"--rounds={FLAGS.rounds}",
                f"--intra_op_threads={intra}", f"--inter_op_threads={inter}",
@@ -231,12 +238,13 @@ def main(argv):
         print(f"GEMM {precision}: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
 
     flops = step_flops("gmdgm", b, FLAGS.slots, FLAGS.dim, FLAGS.hidden, FLAGS.z_dim)
-    runs = [(m, p, mode, False) for m in FLAGS.models for p in FLAGS.precisions
+    configs = {load_config(path, cfg).model.name: path for path in FLAGS.configs}
+    runs = [(m, p, mode, False) for m in configs for p in FLAGS.precisions
             for mode in FLAGS.modes] if FLAGS.time_steps else []
     if FLAGS.naive and FLAGS.time_steps:
-        runs += [(m, p, "graph", True) for m in FLAGS.models for p in FLAGS.precisions]
-    steps = {run: make_step(build(run[0], run[1], cfg), batch, run[2] == "xla", run[3])
-             for run in runs}
+        runs += [(m, p, "graph", True) for m in configs for p in FLAGS.precisions]
+    steps = {run: make_step(build(configs[run[0]], run[1], cfg), batch, run[2] == "xla",
+                            run[3]) for run in runs}
     per_round = interleaved_ms(steps, FLAGS.rounds, FLAGS.steps_per_round)
     results = []
     for (name, precision, mode, naive), times in per_round.items():
@@ -258,9 +266,9 @@ def main(argv):
     epochs, threads = [], []
     with tempfile.TemporaryDirectory() as tmp:
         if FLAGS.data_dir and os.path.isdir(FLAGS.data_dir):
-            for name in FLAGS.models:
+            for name, path in configs.items():
                 for precision in FLAGS.precisions:
-                    seconds, n, rss = train_epoch(name, precision,
+                    seconds, n, rss = train_epoch(path, precision,
                                                   os.path.join(tmp, f"{name}_{precision}"))
                     epochs.append(dict(model=name, precision=precision, mode="graph",
                                        seconds_per_epoch=round(seconds, 1), steps=n,

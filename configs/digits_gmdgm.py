@@ -6,11 +6,11 @@ The paper's split scaled down: digits 0,1,2,8,9 with 10 labels each, 3-7 unlabel
   python -m gmdgm_tf.train --config=configs/digits_gmdgm.py --workdir=runs/digits
 """
 
-from gmdgm_tf import defaults
+from gmdgm_tf.config import apply_arg, base_config
 
 
 def get_config(arg=None):
-    config = defaults.base_config()
+    config = base_config()
     config.data.source = "digits"
     config.data.test_size = 400
     config.data.validation_size = 300
@@ -22,4 +22,4 @@ def get_config(arg=None):
     config.model.hidden_sizes = (256, 256)
     config.model.z_dim = 32
     config.train.epochs = 300
-    return defaults.apply_arg(config, arg)
+    return apply_arg(config, arg)

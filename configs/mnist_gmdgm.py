@@ -12,11 +12,11 @@ matched float32 accuracy per epoch and beat it per minute (README, Performance);
 `--config=configs/mnist_gmdgm.py:smoke` shrinks it to a seconds-long run (CI, tests).
 """
 
-from gmdgm_tf import defaults
+from gmdgm_tf.config import apply_arg, base_config
 
 
 def get_config(arg=None):
-    config = defaults.base_config()
+    config = base_config()
     config.model.name = "gmdgm"
     config.train.precision = "mixed_bfloat16"
-    return defaults.apply_arg(config, arg)
+    return apply_arg(config, arg)

@@ -11,14 +11,14 @@ the authors' code built it (a uniform p(y) over all slots).
 `--config=configs/mnist_m2_fast.py:smoke` shrinks it to a seconds-long run.
 """
 
-from gmdgm_tf import defaults
+from gmdgm_tf.config import apply_arg, base_config
 
 
 def get_config(arg=None):
-    config = defaults.base_config()
+    config = base_config()
     config.model.name = "m2"
     config.train.precision = "mixed_bfloat16"
     config.optimizer.learning_rate = 1e-3
     config.data.num_extra_slots = 15
     config.train.epochs = 40
-    return defaults.apply_arg(config, arg)
+    return apply_arg(config, arg)

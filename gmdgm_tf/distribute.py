@@ -33,27 +33,24 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "none")
 CONNECT_TIMEOUT_S = 10.0
 _TPU_ENV = ("TPU_NAME", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_CONFIG")
 
 
 class StrategyError(ValueError):
-    """A strategy that cannot be built here (unknown name, unreachable TPU, bad TF_CONFIG)."""
+    """A strategy that cannot be built here (unreachable TPU, bad TF_CONFIG)."""
 
 
 # ------------------------------------------------------------------------------ factory
 
 
 def make_strategy(name, tpu_address="", timeout_s=CONNECT_TIMEOUT_S):
-    """config.train.strategy (+ train.tpu_address) -> a tf.distribute.Strategy.
+    """A validated config.train.strategy (config.STRATEGIES) + train.tpu_address -> a
+    tf.distribute.Strategy.
 
     Raises StrategyError with a one-line reason, fast: an unreachable TPU address fails
     within about `timeout_s` seconds instead of hanging in TensorFlow's connection retries.
     """
-    if name not in STRATEGIES:
-        raise StrategyError(f"unknown train.strategy {name!r}; choose one of "
-                            f"{', '.join(STRATEGIES)}")
     if name == "auto":
         return _auto(tpu_address, timeout_s)
     if name == "tpu":

@@ -18,25 +18,12 @@ scikit-learn's digits, whose raw pixels are 0..16). Scaling, range / NaN checks 
 pixel filter all run inside the graph. The named SavedModel signatures (for TF Serving
 or `saved_model_cli`) take the rank-3 forms: `<name>` float32 and `<name>_uint8` uint8.
 
-Functions (all outputs are dicts of named tensors; only `sample` is random, and it is a
-pure function of its seed):
-  classify     probs [N, C] (slot probabilities summed into the C classes through the
-               slot->class map; mass on unnamed slots dropped, renormalised),
-               label [N] int32 (argmax of probs), slot_probs [N, S], slot [N] int32
-               (argmax slot), slot_class [N] int32 (the class the argmax slot is named
-               after, -1 for an unnamed slot: the cluster-and-label prediction that
-               metrics.json scores)
-  cluster      slot_probs [N, S], slot [N] int32
-  embed        z_mean [N, Z], z_scale [N, Z] of q(z|x,y) at the argmax slot; slot [N]
-  reconstruct  reconstruction [N, H, W] (mean of p(x|y,z) at the argmax slot and the mean
-               of q(z|x,y); Bernoulli probabilities, 0 where pixels were filtered out);
-               slot [N]
-  sample       (slot: int32 [], num: int32 [], seed: int32 [2]) -> images [num, H, W],
-               the mean of p(x|y,z) for z ~ p(z|y=slot)
-`serving_default` is `classify` (float32). The module also carries `image_shape`,
-`pixel_mask`, `slot_to_class` and `uint8_divisor` as variables, and DIR/gmdgm_export.json
-holds the metadata (dataset, class names, slot map and its protocol, headline metrics,
-versions, signatures).
+Functions (dicts of named tensors out, documented with shapes on InferenceModule's
+methods): classify, cluster, embed, reconstruct, and sample (the only random one, a pure
+function of its seed). `serving_default` is `classify` (float32). The module also carries
+`image_shape`, `pixel_mask`, `slot_to_class` and `uint8_divisor` as variables, and
+DIR/gmdgm_export.json holds the metadata (dataset, class names, slot map and its
+protocol, headline metrics, versions, each signature's inputs and outputs).
 """
 
 import datetime
@@ -45,12 +32,14 @@ import os
 import shutil
 import sys
 import tempfile
+import types
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
 import gmdgm_tf
+from gmdgm_tf import rundir
 
 METADATA_FILE = "gmdgm_export.json"
 FORMAT = "gmdgm_tf.export/1"
@@ -84,11 +73,16 @@ def image_specs(image_shape):
 
 
 class InferenceModule(tf.Module):
-    """The exported object: preprocessing + the trained networks, as tf.functions.
+    """The exported object, shaped like TF Model Garden's ExportModule: `__init__` checks
+    the arguments and stores the state; the serving functions are tf.function methods
+    (traced in `__init__` for the four image forms) built on plain methods for pre- and
+    postprocessing.
 
-    The Keras model is only closed over by the functions (never an attribute), so the
-    SavedModel holds their graphs and the variables they read, not Keras objects.
-    """
+    model: a trained DeepGenerativeModel, kept in an untracked plain object so that the
+    SavedModel holds the graphs and only the variables they read (`model_variables`), not
+    Keras objects; image_shape (H, W); pixel_mask [H * W] bool (the pixels the model
+    takes); slot_map [S] int (each slot's class, -1 for none); num_classes C; divisor:
+    what uint8 images are divided by."""
 
     def __init__(self, model, image_shape, pixel_mask, slot_map, num_classes, divisor):
         super().__init__(name="gmdgm_export")
@@ -120,119 +114,124 @@ class InferenceModule(tf.Module):
                                          name="uint8_divisor")
         self.num_classes = tf.Variable(int(num_classes), dtype=tf.int32, trainable=False,
                                        name="num_classes")
-
-        kept = np.flatnonzero(pixel_mask).astype(np.int32)
+        self._keras = types.SimpleNamespace(model=model)  # not trackable: not saved
+        self._height, self._width = image_shape
+        self._num_slots = model.num_slots
+        self._divisor = float(divisor)
+        self._kept = np.flatnonzero(pixel_mask).astype(np.int32)
         # Position of every full-image pixel in [kept pixels..., 0]: dropped pixels read the
         # appended zero, which turns a [N, kept] model output back into a full image.
-        scatter = np.full(num_pixels, kept.size, np.int32)
-        scatter[kept] = np.arange(kept.size, dtype=np.int32)
+        self._scatter = np.full(num_pixels, self._kept.size, np.int32)
+        self._scatter[self._kept] = np.arange(self._kept.size, dtype=np.int32)
         # membership[s, c]: slot s is named after class c.
-        membership = np.zeros((model.num_slots, num_classes), bool)
+        self._membership = np.zeros((model.num_slots, num_classes), bool)
         named = slot_map != UNNAMED
-        membership[np.flatnonzero(named), slot_map[named]] = True
-        height, width = image_shape
-        num_slots = model.num_slots
+        self._membership[np.flatnonzero(named), slot_map[named]] = True
 
-        def preprocess(images):
-            """Raw images (any accepted form) -> [N, kept] float32 in [0, 1]."""
-            if images.shape.rank == 4:
-                images = images[..., 0]
-            if images.dtype == tf.uint8:
-                x = tf.cast(images, tf.float32)
-                checks = [tf.debugging.assert_less_equal(
-                    x, self.uint8_divisor,
-                    message=f"uint8 images must be in 0..{divisor:g} for this dataset")]
-                with tf.control_dependencies(checks):
-                    x = x / self.uint8_divisor
-            else:
-                # NaN also fails the range checks, so they wait for the finiteness check
-                # and a NaN is reported as such.
-                images = tf.debugging.assert_all_finite(images, "images contain NaN or Inf")
-                checks = [
-                    tf.debugging.assert_greater_equal(
-                        images, 0.0, message="float32 images must be in [0, 1] (got < 0)"),
-                    tf.debugging.assert_less_equal(
-                        images, 1.0, message="float32 images must be in [0, 1] (got > 1)")]
-                with tf.control_dependencies(checks):
-                    x = tf.identity(images)
-            flat = tf.reshape(x, [-1, height * width])
-            return tf.gather(flat, kept, axis=1)
+        traced = [getattr(self, name).get_concrete_function(spec)
+                  for name in IMAGE_FUNCTIONS for spec in image_specs(image_shape)]
+        traced.append(self.sample.get_concrete_function())
+        own = {v.ref() for v in self.variables}
+        captured = {v.ref(): v for f in traced for v in f.variables if v.ref() not in own}
+        self.model_variables = list(captured.values())
 
-        def unfilter(x):
-            """[N, kept] -> [N, H, W], filtered-out pixels 0."""
-            padded = tf.concat([x, tf.zeros_like(x[:, :1])], axis=1)
-            return tf.reshape(tf.gather(padded, scatter, axis=1), [-1, height, width])
-
-        def slot_logits(x):
-            return tf.cast(model.classifier(x), tf.float32)
-
-        def argmax_slot(logits):
-            return tf.argmax(logits, axis=-1, output_type=tf.int32)
-
-        def classify(images):
-            logits = slot_logits(preprocess(images))
-            log_slot_probs = tf.nn.log_softmax(logits)
-            # log sum_{s named c} p(s|x) per class, -inf for a class with no slot; the
-            # softmax over classes drops the unnamed slots' mass and renormalises.
-            grouped = tf.where(membership[None], log_slot_probs[:, :, None],
-                               tf.constant(-np.inf, tf.float32))
-            probs = tf.nn.softmax(tf.reduce_logsumexp(grouped, axis=1))
-            slot = argmax_slot(logits)
-            return {"probs": probs, "label": tf.argmax(probs, -1, output_type=tf.int32),
-                    "slot_probs": tf.exp(log_slot_probs), "slot": slot,
-                    "slot_class": tf.gather(self.slot_to_class, slot)}
-
-        def cluster(images):
-            logits = slot_logits(preprocess(images))
-            return {"slot_probs": tf.nn.softmax(logits), "slot": argmax_slot(logits)}
-
-        def embed(images):
-            x = preprocess(images)
-            slot = argmax_slot(slot_logits(x))
-            q_z = model.q_z_given_xy(x, tf.one_hot(slot, num_slots)[:, None, :])
-            return {"z_mean": tf.convert_to_tensor(q_z.distribution.loc[:, 0]),
-                    "z_scale": tf.convert_to_tensor(q_z.distribution.scale[:, 0]),
-                    "slot": slot}
-
-        def reconstruct(images):
-            x = preprocess(images)
-            return {"reconstruction": unfilter(tf.cast(model.reconstruct(x), tf.float32)),
-                    "slot": argmax_slot(slot_logits(x))}
-
-        def sample(slot, num, seed):
+    def preprocess(self, images):
+        """images [N, H, W] or [N, H, W, 1], uint8 (0..divisor) or float32 in [0, 1], ->
+        [N, kept] float32 in [0, 1], the pixels the model takes; range and NaN checked."""
+        if images.shape.rank == 4:
+            images = images[..., 0]
+        if images.dtype == tf.uint8:
+            x = tf.cast(images, tf.float32)
+            checks = [tf.debugging.assert_less_equal(
+                x, self.uint8_divisor,
+                message=f"uint8 images must be in 0..{self._divisor:g} for this dataset")]
+            with tf.control_dependencies(checks):
+                x = x / self.uint8_divisor
+        else:
+            # NaN also fails the range checks, so they wait for the finiteness check and
+            # a NaN is reported as such.
+            images = tf.debugging.assert_all_finite(images, "images contain NaN or Inf")
             checks = [
                 tf.debugging.assert_greater_equal(
-                    slot, 0, message=f"slot must be in 0..{num_slots - 1}"),
-                tf.debugging.assert_less(slot, num_slots,
-                                         message=f"slot must be in 0..{num_slots - 1}"),
-                tf.debugging.assert_non_negative(num, message="num must be >= 0")]
+                    images, 0.0, message="float32 images must be in [0, 1] (got < 0)"),
+                tf.debugging.assert_less_equal(
+                    images, 1.0, message="float32 images must be in [0, 1] (got > 1)")]
             with tf.control_dependencies(checks):
-                images = tf.cast(model.sample(slot, num, seed), tf.float32)
-            return {"images": unfilter(images)}
+                x = tf.identity(images)
+        flat = tf.reshape(x, [-1, self._height * self._width])
+        return tf.gather(flat, self._kept, axis=1)
 
-        specs = image_specs(image_shape)
-        for name, fn in (("classify", classify), ("cluster", cluster), ("embed", embed),
-                         ("reconstruct", reconstruct)):
-            function = tf.function(fn, autograph=False)
-            for spec in specs:
-                function.get_concrete_function(spec)
-            setattr(self, name, function)
-        self.sample = tf.function(sample, autograph=False, input_signature=[
-            tf.TensorSpec([], tf.int32, name="slot"), tf.TensorSpec([], tf.int32, name="num"),
-            tf.TensorSpec([2], tf.int32, name="seed")])
+    def unfilter(self, x):
+        """x [N, kept] -> float32 [N, H, W], filtered-out pixels 0."""
+        x = tf.cast(x, tf.float32)
+        padded = tf.concat([x, tf.zeros_like(x[:, :1])], axis=1)
+        return tf.reshape(tf.gather(padded, self._scatter, axis=1),
+                          [-1, self._height, self._width])
 
-        # Track exactly the variables the graphs read (not the Keras objects around them).
-        captured = {}
-        for function in self.serving_signatures().values():
-            for variable in function.variables:
-                captured[id(variable)] = variable
-        own = {id(v) for v in (self.image_shape, self.pixel_mask, self.slot_to_class,
-                               self.uint8_divisor, self.num_classes)}
-        self.model_variables = [v for k, v in captured.items() if k not in own]
+    def _q_y(self, x):
+        """x [N, kept] -> (logits of q(y|x) [N, S] float32, argmax slot [N] int32)."""
+        logits = tf.cast(self._keras.model.classifier(x), tf.float32)
+        return logits, tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    @tf.function(autograph=False)
+    def classify(self, images):
+        """images (any accepted form, N of them) -> probs [N, C] (slot probabilities summed
+        into classes through the slot map, unnamed slots' mass dropped, renormalised),
+        label [N] int32, slot_probs [N, S], slot [N] int32 (argmax slot), slot_class [N]
+        int32 (the class the argmax slot is named after, -1 if unnamed: the
+        cluster-and-label prediction that metrics.json scores)."""
+        logits, slot = self._q_y(self.preprocess(images))
+        log_slot_probs = tf.nn.log_softmax(logits)
+        # log sum_{s named c} p(s|x) per class, -inf for a class with no slot; the softmax
+        # over classes drops the unnamed slots' mass and renormalises.
+        grouped = tf.where(self._membership[None], log_slot_probs[:, :, None],
+                           tf.constant(-np.inf, tf.float32))
+        probs = tf.nn.softmax(tf.reduce_logsumexp(grouped, axis=1))
+        return {"probs": probs, "label": tf.argmax(probs, -1, output_type=tf.int32),
+                "slot_probs": tf.exp(log_slot_probs), "slot": slot,
+                "slot_class": tf.gather(self.slot_to_class, slot)}
+
+    @tf.function(autograph=False)
+    def cluster(self, images):
+        """images -> slot_probs [N, S] (q(y|x)), slot [N] int32 (its argmax)."""
+        logits, slot = self._q_y(self.preprocess(images))
+        return {"slot_probs": tf.nn.softmax(logits), "slot": slot}
+
+    @tf.function(autograph=False)
+    def embed(self, images):
+        """images -> z_mean [N, Z], z_scale [N, Z] of q(z|x,y) at the argmax slot; slot [N]."""
+        x = self.preprocess(images)
+        _, slot = self._q_y(x)
+        q_z = self._keras.model.q_z_given_xy(x, tf.one_hot(slot, self._num_slots)[:, None])
+        return {"z_mean": tf.convert_to_tensor(q_z.distribution.loc[:, 0]),
+                "z_scale": tf.convert_to_tensor(q_z.distribution.scale[:, 0]), "slot": slot}
+
+    @tf.function(autograph=False)
+    def reconstruct(self, images):
+        """images -> reconstruction [N, H, W] (mean of p(x|y,z) at the argmax slot and the
+        mean of q(z|x,y); Bernoulli probabilities, 0 where pixels were filtered out),
+        slot [N] int32."""
+        x = self.preprocess(images)
+        return {"reconstruction": self.unfilter(self._keras.model.reconstruct(x)),
+                "slot": self._q_y(x)[1]}
+
+    @tf.function(autograph=False, input_signature=[
+        tf.TensorSpec([], tf.int32, name="slot"), tf.TensorSpec([], tf.int32, name="num"),
+        tf.TensorSpec([2], tf.int32, name="seed")])
+    def sample(self, slot, num, seed):
+        """slot int32 [], num int32 [], seed int32 [2] -> images [num, H, W]: the mean of
+        p(x|y,z) for z ~ p(z|y=slot), a pure function of the seed."""
+        message = f"slot must be in 0..{self._num_slots - 1}"
+        checks = [tf.debugging.assert_greater_equal(slot, 0, message=message),
+                  tf.debugging.assert_less(slot, self._num_slots, message=message),
+                  tf.debugging.assert_non_negative(num, message="num must be >= 0")]
+        with tf.control_dependencies(checks):
+            images = self._keras.model.sample(slot, num, seed)
+        return {"images": self.unfilter(images)}
 
     def serving_signatures(self):
         """{signature key: concrete function}: rank-3 float32 `<name>`, uint8 `<name>_uint8`."""
-        float_spec, _, uint8_spec, _ = image_specs(tuple(self.image_shape.numpy()))
+        float_spec, _, uint8_spec, _ = image_specs((self._height, self._width))
         signatures = {}
         for name in IMAGE_FUNCTIONS:
             function = getattr(self, name)
@@ -244,13 +243,15 @@ class InferenceModule(tf.Module):
 
 
 def describe_signatures(signatures):
-    """{key: {"inputs": {name: [dtype, shape]}, "outputs": {...}}} for the metadata."""
+    """{key: {"inputs": {name: [dtype, shape]}, "outputs": {name: [dtype, shape]}}} for the
+    metadata. Inputs traced as positional arguments are named by their TensorSpec."""
     def spec(t):
         return [t.dtype.name, [None if d is None else int(d) for d in t.shape.as_list()]]
     out = {}
     for key in SIGNATURE_KEYS:
         function = signatures[key]
-        inputs = function.structured_input_signature[1]
+        args, kwargs = function.structured_input_signature
+        inputs = {**{a.name: a for a in args}, **kwargs}
         out[key] = {"inputs": {k: spec(v) for k, v in sorted(inputs.items())},
                     "outputs": {k: spec(v) for k, v in
                                 sorted(function.structured_outputs.items())}}
@@ -309,14 +310,14 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
     if protocol not in PROTOCOLS:
         raise ExportError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     export_dir = _check_destination(workdir, export_dir, overwrite)
-    from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
-    model, config, meta, metrics = experiment.load_run(workdir)
+    run = rundir.load_run(workdir)
+    meta, metrics = run.meta, run.metrics
     if protocol not in metrics or "slot_map" not in metrics[protocol]:
         raise ExportError(f"{workdir}/metrics.json has no {protocol} slot map")
     slot_map = metrics[protocol]["slot_map"]
-    class_names = list(meta["class_names"])
-    divisor = uint8_divisor(meta["source"])
-    module = InferenceModule(model, meta["image_shape"], meta["pixel_mask"], slot_map,
+    class_names = list(meta.class_names)
+    divisor = uint8_divisor(meta.source)
+    module = InferenceModule(run.model, meta.image_shape, meta.pixel_mask, slot_map,
                              len(class_names), divisor)
     signatures = module.serving_signatures()
     metadata = {
@@ -325,14 +326,14 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
         "workdir": os.path.abspath(workdir),
         "package_version": gmdgm_tf.__version__,
         "tensorflow_version": tf.__version__,
-        "dataset": meta["source"],
-        "model": config.model.name,
-        "likelihood": config.model.likelihood,
-        "image_shape": [int(s) for s in meta["image_shape"]],
+        "dataset": meta.source,
+        "model": run.config.model.name,
+        "likelihood": run.config.model.likelihood,
+        "image_shape": [int(s) for s in meta.image_shape],
         "uint8_divisor": divisor,
-        "num_pixels_kept": int(np.sum(meta["pixel_mask"])),
+        "num_pixels_kept": meta.dim,
         "class_names": class_names,
-        "labelled_classes": list(meta["labelled_classes"]),
+        "labelled_classes": list(meta.labelled_classes),
         "num_slots": len(slot_map),
         "slot_map": [int(s) for s in slot_map],
         "slot_map_protocol": protocol,

@@ -61,7 +61,9 @@ def figure_to_rgb(fig):
 
 
 def model_title(name):
-    return MODEL_TITLES.get(name, name)
+    """'gmdgm' -> 'GM-DGM'; a recipe name 'gmdgm_fast_uniform' -> 'GM-DGM fast uniform'."""
+    head, _, rest = str(name).partition("_")
+    return " ".join([MODEL_TITLES.get(head, head)] + rest.split("_")).strip()
 
 
 def _class_names(class_names, n):
@@ -186,7 +188,7 @@ def figure2(best, *, protocol="heldout", class_names=None, labelled_classes=()):
                         labelled_classes=labelled_classes,
                         title=f"test points per slot: {model_title(name)}"
                               + ("" if seed is None else f", seed {seed}"))
-    fig.suptitle(f"Best run per model by validation accuracy; test split, {protocol} protocol",
+    fig.suptitle(f"Best run per recipe by validation accuracy; test split, {protocol} protocol",
                  fontsize=13)
     return fig
 

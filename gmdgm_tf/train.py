@@ -15,7 +15,12 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gmdgm_tf import data, experiment
+from gmdgm_tf import callbacks, checkpoints, config, data, distribute, experiment, rundir
+
+# Errors that are the user's to fix: one line on stderr, exit code 2.
+USER_ERRORS = (config.ConfigError, data.DataError, rundir.RunDirError,
+               checkpoints.CheckpointError, callbacks.NonFiniteLossError,
+               distribute.StrategyError, FileNotFoundError, ValueError)
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
                                 lock_config=True)
@@ -35,8 +40,7 @@ def main(argv):
             raise ValueError(f"--export_dir {export_dir} exists and is not empty")
         experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
                                       fresh=flags.FLAGS.fresh, export_dir=export_dir)
-    except (data.DataError, experiment.ConfigError, experiment.NonFiniteLossError,
-            ValueError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -16,9 +16,6 @@ def mnist_dir():
 
 
 def load_config(name, arg=None):
-    """Loads configs/<name>.py the way config_flags does and returns get_config(arg)."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    """configs/<name>.py's get_config(arg), loaded as the training command does."""
+    from gmdgm_tf import config  # pylint: disable=import-outside-toplevel
+    return config.load(os.path.join(REPO, "configs", f"{name}.py") + (f":{arg}" if arg else ""))

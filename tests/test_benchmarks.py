@@ -12,10 +12,11 @@ def test_train_step_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "train_step.py"), f"--out={out}",
            "--hidden=16", "--z_dim=4", "--dim=20", "--slots=3", "--batch=8",
-           "--modes=graph", "--models=gmdgm",
+           "--modes=graph", f"--configs={os.path.join(ROOT, 'configs', 'mnist_gmdgm.py')}",
            "--rounds=2", "--steps_per_round=2", "--warmup=1", "--data_dir=",
            "--threads_grid=1:1"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    # from another directory: the benchmark takes config files as arguments
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     result = json.loads((out / "train_step.json").read_text())
     rows = {(r["model"], r["precision"], r["variant"]): r for r in result["results"]}
     assert len(rows) == 4  # 2 precisions x (vectorised, naive)
@@ -26,3 +27,16 @@ def test_train_step_benchmark_smoke(tmp_path):
     assert [(t["intra"], t["inter"]) for t in result["threads"]] == [(1, 1), (1, 1)]
     table = (out / "train_step.md").read_text()
     assert "| gmdgm | mixed_bfloat16 | graph | vectorised |" in table
+
+
+def test_time_to_accuracy_smoke_with_a_user_callback(tmp_path):
+    """The benchmark adds its own Keras callback to training: every epoch gets a score."""
+    workdir = tmp_path / "tta"
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_accuracy.py"),
+           f"--config={os.path.join(ROOT, 'configs', 'digits_gmdgm.py')}:smoke",
+           f"--workdir={workdir}", "--minutes=5", "--target=0.0", "--config.train.epochs=3"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    result = json.loads((workdir / "time_to_accuracy.json").read_text())
+    assert [r["epoch"] for r in result["epochs"]] == [1, 2, 3]
+    assert all(0 <= r["heldout_accuracy"] <= 1 for r in result["epochs"])
+    assert "Time to 0 % heldout: " in (workdir / "time_to_accuracy.md").read_text()

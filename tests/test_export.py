@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gmdgm_tf import data, experiment, export, predict
+from gmdgm_tf import data, experiment, export, predict, rundir
 from conftest import REPO, load_config
 
 N = 16
@@ -70,7 +70,8 @@ def run(tmp_path_factory):
     experiment.train_and_evaluate(config, workdir)
     export_dir = str(root / "export")
     metadata = export.export_run(workdir, export_dir)
-    model, _, meta, metrics = experiment.load_run(workdir)
+    finished = rundir.load_run(workdir)
+    model, meta, metrics = finished.model, finished.meta, finished.metrics
     raw = data.load_raw(config.data)
     images = raw.test_x[:N]
     return types.SimpleNamespace(
@@ -82,13 +83,13 @@ def run(tmp_path_factory):
 
 def reference(run, images):
     """What every signature should return, computed from the Keras model itself."""
-    model, mask = run.model, np.asarray(run.meta["pixel_mask"], bool)
-    shape = tuple(run.meta["image_shape"])
+    model, mask = run.model, np.asarray(run.meta.pixel_mask, bool)
+    shape = tuple(run.meta.image_shape)
     x = images.reshape(len(images), -1)[:, mask]
     slot_probs = model(x).numpy()
     slot = slot_probs.argmax(-1)
     slot_map = np.asarray(run.metrics["heldout"]["slot_map"])
-    class_mass = np.zeros((len(x), len(run.meta["class_names"])))
+    class_mass = np.zeros((len(x), len(run.meta.class_names)))
     for s, c in enumerate(slot_map):
         if c >= 0:
             class_mass[:, c] += slot_probs[:, s]
@@ -146,6 +147,58 @@ def test_signatures_and_metadata(run):
     np.testing.assert_array_equal(run.loaded.slot_to_class.numpy(), meta["slot_map"])
     assert run.loaded.uint8_divisor.numpy() == 16.0
     assert not [n for n in os.listdir(run.root) if n.startswith(".")]  # no temporary left
+
+
+def test_metadata_lists_every_signatures_inputs_and_outputs(run):
+    """gmdgm_export.json: name, dtype and shape of each signature's inputs and outputs, as
+    the loaded SavedModel has them."""
+    def spec(t):
+        return [t.dtype.name, t.shape.as_list()]
+    described = run.metadata["signatures"]
+    assert described["classify"]["inputs"] == {"images": ["float32", [None, 8, 8]]}
+    assert described["embed_uint8"]["inputs"] == {"images": ["uint8", [None, 8, 8]]}
+    assert described["sample"]["inputs"] == {
+        "slot": ["int32", []], "num": ["int32", []], "seed": ["int32", [2]]}
+    assert described["classify"]["outputs"]["probs"] == ["float32", [None, 10]]
+    for key, fn in run.loaded.signatures.items():
+        assert described[key]["inputs"] == {
+            k: spec(v) for k, v in fn.structured_input_signature[1].items()}, key
+        assert described[key]["outputs"] == {
+            k: spec(v) for k, v in fn.structured_outputs.items()}, key
+
+
+def test_saved_model_holds_only_the_variables_the_graphs_read(run):
+    """No Keras objects in the SavedModel: its variables are the module's own and the
+    network weights the functions read (no metric trackers, RNG state or optimizer)."""
+    saved = [name for name, _ in tf.train.list_variables(
+        os.path.join(run.export_dir, "variables", "variables"))]
+    roots = {name.split("/")[0] for name in saved if not name.startswith("_CHECKPOINTABLE")}
+    assert roots == {"image_shape", "pixel_mask", "slot_to_class", "uint8_divisor",
+                     "num_classes", "model_variables"}
+
+    def shapes(variables):
+        return sorted(tuple(v.shape) for v in variables)
+    # The four image functions and sample read every trainable weight, and nothing else.
+    assert shapes(run.loaded.model_variables) == shapes(run.model.trainable_variables)
+    assert len(run.loaded.model_variables) < len(run.model.variables)
+
+
+def test_inference_module_refuses_inconsistent_arguments(run):
+    model, meta = run.model, run.meta
+    slot_map = run.metrics["heldout"]["slot_map"]
+    good = dict(model=model, image_shape=meta.image_shape, pixel_mask=meta.pixel_mask,
+                slot_map=slot_map, num_classes=10, divisor=16.0)
+    cases = [
+        (dict(image_shape=(7, 7)), "pixel mask has 64 entries, images have 49"),
+        (dict(pixel_mask=np.arange(64) < meta.dim - 1),
+         f"pixel mask keeps {meta.dim - 1} pixels but the model takes {meta.dim}"),
+        (dict(slot_map=slot_map[:-1]), "slot map has 14 entries, the model has 15"),
+        (dict(slot_map=[10] + slot_map[1:]), "names classes outside 0..9"),
+        (dict(slot_map=[-1] * 15), "names no slot"),
+    ]
+    for change, message in cases:
+        with pytest.raises(export.ExportError, match=message):
+            export.InferenceModule(**{**good, **change})
 
 
 def test_separate_process_matches_model(run, tmp_path):
@@ -332,13 +385,13 @@ def test_predict_cli(run, tmp_path):
     assert [p["class_name"] for p in predictions] == [str(p["label"]) for p in predictions]
     assert [p["slot"] for p in predictions] == expected["slot"].numpy().tolist()
     assert [p["slot_class"] for p in predictions] == expected["slot_class"].numpy().tolist()
-    assert result["class_names"] == run.meta["class_names"]
+    assert result["class_names"] == run.meta.class_names
 
     with open(tmp_path / "p.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == [f"img{i}.png" for i in range(5)]
     expected = run.loaded.classify(pixels.astype(np.float32) / 255)
-    probs = np.array([[float(r[f"prob_{c}"]) for c in run.meta["class_names"]] for r in rows])
+    probs = np.array([[float(r[f"prob_{c}"]) for c in run.meta.class_names] for r in rows])
     np.testing.assert_allclose(probs[:4], expected["probs"][:4], atol=2e-6)
     np.testing.assert_allclose(probs[4], expected["probs"][4], atol=1e-3)  # RGB -> gray
     assert_argmax(expected["probs"].numpy()[:4], [int(r["label"]) for r in rows[:4]])

@@ -16,10 +16,9 @@ def tiny_model(name, likelihood="bernoulli", precision="float32"):
     cfg = ml_collections.ConfigDict(dict(
         name=name, hidden_sizes=H, z_dim=Z, likelihood=likelihood, alpha=1.1,
         alpha_scaling="none", output_stddev=0.3, weight_prior=True, prior_loc_stddev=0.5))
-    model = models.build_model(cfg, dim=D, prior=PRIOR, num_train=1000, num_labelled=10,
-                               precision=precision, seed=1)
+    model = models.build_model(cfg, dim=D, prior=PRIOR, precision=precision, seed=1)
+    model.objective = models.objective(cfg, num_train=1000, num_labelled=10)
     x = np.random.RandomState(0).rand(B, D).astype(np.float32)
-    model.compute_losses(x[:2], np.array([0, 1], np.int32), x)  # builds every weight
     return model, x
 
 
@@ -161,10 +160,20 @@ def test_mixed_bfloat16_keeps_bounds_float32_and_close():
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-2)
 
 
-def test_bad_names():
-    cfg = ml_collections.ConfigDict(dict(name="vae", alpha=1.0, alpha_scaling="none"))
-    with pytest.raises(ValueError, match="unknown model 'vae'"):
-        models.build_model(cfg, dim=D, prior=PRIOR, num_train=1, num_labelled=1)
+def test_objective_scales_alpha_only_when_asked():
+    cfg = ml_collections.ConfigDict(dict(alpha=0.1, alpha_scaling="kingma", weight_prior=True))
+    assert models.objective(cfg, num_train=1000, num_labelled=10).alpha == pytest.approx(10.0)
+    cfg.alpha_scaling = "none"
+    assert models.objective(cfg, num_train=1000, num_labelled=10) == models.Objective(
+        alpha=0.1, weight_prior=True, num_train=1000)
+
+
+def test_loss_needs_an_objective_but_inference_does_not():
+    model, x = tiny_model("gmdgm")
+    model.objective = None
+    assert model(x).shape == (B, K)  # a model loaded for inference never needs one
+    with pytest.raises(ValueError, match="set model.objective"):
+        model.compute_losses(x[:2], np.array([0, 1], np.int32), x)
 
 
 @pytest.mark.parametrize("name", ["gmdgm", "m2"])

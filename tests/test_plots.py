@@ -79,9 +79,9 @@ def test_write_run_figures_writes_pngs_and_tensorboard_images(tmp_path):
     config = load_config("digits_gmdgm", "smoke")
     split = data.load_split(config.data, config.seed)
     model = experiment.build(config, split)          # untrained is enough to draw
-    slots = experiment.predict_slots(model, split.x_test)
+    slots = model.predict_slots(split.x_test)
     metrics = evaluation.evaluate_protocols(
-        split.y_val, experiment.predict_slots(model, split.x_val), split.y_test, slots,
+        split.y_val, model.predict_slots(split.x_val), split.y_test, slots,
         num_classes=split.num_classes, num_slots=split.num_slots,
         labelled_classes=split.labelled_classes)
     metrics["training"] = {"epochs_run": 4}

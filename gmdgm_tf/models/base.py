@@ -14,10 +14,14 @@ Bounds (one z sample, analytic KL):
 Loss per step, on a labelled batch (x_l, y_l) and an unlabelled batch x_u:
     -(mean L(x_l, y_l) + mean U(x_u) + alpha * mean log q(y_l|x_l))
     + 1/2 * sum ||W||^2 / N_train                              (Gaussian weight prior)
+alpha and N_train belong to training, not to the model: they live in `Objective`, which
+training sets as `model.objective`; a model loaded for inference needs neither.
 
 `elbo` is the only place the bound is written; the labelled and unlabelled forms call it
 with one slot per example or with all slots at once ([batch, num_slots], no Python loop).
 """
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -29,8 +33,15 @@ from gmdgm_tf.models import networks
 
 tfd = tfp.distributions
 
-LIKELIHOODS = ("bernoulli", "gaussian")
 _MIN_SCALE = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The training-only numbers of the loss: alpha, and the weight prior's 1/N_train."""
+    alpha: float
+    weight_prior: bool
+    num_train: int
 
 
 class DeepGenerativeModel(keras.Model):
@@ -41,23 +52,19 @@ class DeepGenerativeModel(keras.Model):
     """
 
     def __init__(self, *, dim, prior, hidden_sizes=(500, 500), z_dim=100,
-                 likelihood="bernoulli", alpha=1.1, num_train=1, output_stddev=1e-3,
-                 weight_prior=True, precision="float32", seed=0, **kwargs):
+                 likelihood="bernoulli", output_stddev=1e-3, precision="float32", seed=0,
+                 **kwargs):
         super().__init__(**kwargs)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
         prior = np.asarray(prior, np.float64)
         self.dim, self.z_dim, self.num_slots = int(dim), int(z_dim), len(prior)
-        self.likelihood = likelihood
-        self.alpha = float(alpha)
-        self.num_train = int(num_train)
-        self.weight_prior = bool(weight_prior)
+        self.likelihood = likelihood  # config.LIKELIHOODS, checked by config.validate
+        self.objective = None         # an Objective, set before training
         self.hidden_sizes = tuple(hidden_sizes)
         self.output_stddev = output_stddev
         self.net_dtype = "mixed_bfloat16" if precision == "mixed_bfloat16" else "float32"
         self._seed = seed
         self.log_prior = tf.constant(np.log(prior), tf.float32)           # [num_slots]
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
 
         self.classifier = networks.MLP(hidden_sizes, self.num_slots, output_stddev,
                                        seed=seed, dtype=self.net_dtype, name="q_y_given_x")
@@ -171,13 +178,17 @@ class DeepGenerativeModel(keras.Model):
             return seed
         return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
 
-    def compute_losses(self, x_l, y_l, x_u):
+    def compute_losses(self, x_l, y_l, x_u, objective=None):
         """One step's objective and its terms (all float32 scalars).
 
+        objective: an Objective (default: `self.objective`, which training sets).
         The labelled and unlabelled batches share one binarisation draw and one q(y|x)
         pass on their concatenation: half the kernel casts, gradient sums and ops of
         two separate passes, and a larger matmul.
         """
+        objective = objective or self.objective
+        if objective is None:
+            raise ValueError("set model.objective (an Objective) before computing the loss")
         # Static test: fully unsupervised runs have an empty labelled batch; an unknown
         # size (None, e.g. a per-replica batch under tf.distribute) has labels.
         has_labels = x_l.shape[0] != 0
@@ -199,9 +210,10 @@ class DeepGenerativeModel(keras.Model):
             terms["labelled_accuracy"] = ops.mean(ops.cast(
                 ops.cast(ops.argmax(logits_l, -1), "int32") == ops.cast(y_l, "int32"),
                 "float32"))
-            loss -= terms["elbo_labelled"] + self.alpha * terms["log_q_y_labelled"]
-        if self.weight_prior:
-            terms["weight_prior"] = networks.half_sum_of_squared_kernels(self) / self.num_train
+            loss -= terms["elbo_labelled"] + objective.alpha * terms["log_q_y_labelled"]
+        if objective.weight_prior:
+            terms["weight_prior"] = (networks.half_sum_of_squared_kernels(self)
+                                     / objective.num_train)
             loss += terms["weight_prior"]
         terms["loss"] = loss
         return loss, terms
@@ -220,9 +232,18 @@ class DeepGenerativeModel(keras.Model):
 
     def build(self, input_shape):
         """Nothing to do here: each sub-layer builds itself on first use, and
-        `experiment.create_variables` runs every path once. (Defined so Keras does not
-        warn that the model "has unbuilt state".)"""
+        `create_variables` runs every path once. (Defined so Keras does not warn that the
+        model "has unbuilt state".)"""
         del input_shape
+
+    def create_variables(self):
+        """Runs every path once on a dummy batch so that every weight exists (Keras builds
+        lazily; checkpoints and load_weights need them all). Draws from the noise RNG
+        as one training step does."""
+        x = np.zeros((1, self.dim), np.float32)
+        self(x)
+        self.compute_losses(x, np.zeros((1,), np.int32), x,
+                            objective=Objective(alpha=0.0, weight_prior=False, num_train=1))
 
     @property
     def metrics(self):
@@ -231,6 +252,10 @@ class DeepGenerativeModel(keras.Model):
     def call(self, x):
         """x: [batch, dim] in [0, 1] -> q(y|x) slot probabilities [batch, num_slots]."""
         return ops.softmax(ops.cast(self.classifier(x), "float32"))
+
+    def predict_slots(self, x, batch_size=1000):
+        """x: [n, dim] (NumPy) -> argmax slot of q(y|x), [n] int."""
+        return np.argmax(self.predict(x, batch_size=batch_size, verbose=0), axis=-1)
 
     # --------------------------------------------------------------- generation
 

@@ -18,7 +18,7 @@ tfd = tfp.distributions
 class GMDGM(base.DeepGenerativeModel):
     """Per-slot Gaussian p(z|y) (learnt means and log-variances) and decoder p(x|z)."""
 
-    def __init__(self, prior_loc_stddev=0.1, **kwargs):
+    def __init__(self, *, prior_loc_stddev, **kwargs):
         super().__init__(**kwargs)
         self.prior_loc = self.add_weight(
             shape=(self.num_slots, self.z_dim), name="prior_loc",

@@ -21,9 +21,15 @@ def elbo_unlabelled_naive(model, x, eps=None):
 
 
 def loss_naive(model, x_l, y_l, x_u):
-    """The training loss with the naive unlabelled bound (same terms as compute_losses)."""
+    """The training loss with the naive unlabelled bound: every term of compute_losses
+    (both bounds, the alpha-weighted classification term, the weight prior), computed
+    separately for each batch and each slot."""
+    objective = model.objective
     x_u, x_l = model.binarize(x_u), model.binarize(x_l)
     loss = -tf.reduce_mean(elbo_unlabelled_naive(model, x_u))
     loss -= tf.reduce_mean(model.elbo_labelled(x_l, y_l))
-    loss -= model.alpha * tf.reduce_mean(model.q_y_given_x(x_l).log_prob(y_l))
+    loss -= objective.alpha * tf.reduce_mean(model.q_y_given_x(x_l).log_prob(y_l))
+    if objective.weight_prior:
+        kernels = [w for w in model.trainable_weights if w.name.startswith("kernel")]
+        loss += tf.add_n([0.5 * tf.reduce_sum(tf.square(w)) for w in kernels]) / objective.num_train
     return loss

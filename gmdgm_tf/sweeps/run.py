@@ -32,6 +32,8 @@ from typing import Optional
 
 from absl import app, flags, logging
 
+from gmdgm_tf import machine
+
 # Files of a run directory that make its summary (small; no weights, no checkpoints).
 SUMMARY_FILES = ("config.json", "history.jsonl", "metrics.json", "data_meta.json",
                  "runner.json", "confusion.png", "assignment.png", "samples.png")
@@ -71,18 +73,23 @@ class Recipe:
 
 
 def parse_seeds(text):
-    """'5' -> [0..4]; '0-4' -> [0..4]; '3,7' -> [3, 7]."""
+    """'5' -> [0, 1, 2, 3, 4] (N seeds: 0..N-1); '2-4' -> [2, 3, 4]; '3,7' -> [3, 7]."""
     try:
-        if "-" in text:
-            lo, hi = (int(t) for t in text.split("-"))
-            seeds = list(range(lo, hi + 1))
-        elif "," in text:
-            seeds = [int(t) for t in text.split(",")]
-        else:
-            seeds = list(range(int(text)))
+        numbers = [int(t) for t in text.replace("-", ",").split(",")]
     except ValueError as e:
-        raise SweepError(f"--seeds {text!r}: expected N, A-B or A,B,...") from e
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SweepError(f"--seeds {text!r}: expected N, A-B or A,B,... (seeds >= 0)") from e
+    if "-" in text:
+        if len(numbers) != 2 or numbers[0] > numbers[1]:
+            raise SweepError(f"--seeds {text!r}: A-B needs two seeds, A <= B")
+        seeds = list(range(numbers[0], numbers[1] + 1))
+    elif "," in text:
+        seeds = numbers
+    elif numbers[0] < 1:
+        raise SweepError(f"--seeds {text!r}: N (seeds 0..N-1) must be at least 1; "
+                         "for seed 0 alone write --seeds=0-0")
+    else:
+        seeds = list(range(numbers[0]))
+    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise SweepError(f"--seeds {text!r}: need distinct seeds >= 0")
     return seeds
 
@@ -115,7 +122,8 @@ def plan(recipes, seeds, out):
             for s in seeds for r in recipes]
 
 
-def _read_json(path, default=None):
+def read_json(path, default=None):
+    """The JSON in path, or default when there is no such file."""
     if not os.path.exists(path):
         return default
     with open(path, encoding="utf-8") as f:
@@ -135,9 +143,9 @@ def asked_epochs(recipe):
 
 def is_complete(run):
     """metrics.json exists and the run trained the epochs its recipe now asks for."""
-    if _read_json(os.path.join(run.workdir, "metrics.json")) is None:
+    if read_json(os.path.join(run.workdir, "metrics.json")) is None:
         return False
-    config = _read_json(os.path.join(run.workdir, "config.json"), {})
+    config = read_json(os.path.join(run.workdir, "config.json"), {})
     return config.get("train", {}).get("epochs") == asked_epochs(run.recipe)
 
 
@@ -158,13 +166,14 @@ def file_summary(run, summaries):
 
 def _record_attempt(run, seconds, status):
     path = os.path.join(run.workdir, RUNNER_RECORD)
-    record = _read_json(path, {"attempts": []})
+    record = read_json(path, {"attempts": []})
     record["attempts"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
                                "seconds": round(seconds, 1), "status": status})
     record["wall_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 1)
     record["recipe"] = run.recipe.name
     record["seed"] = run.seed
     record["command"] = " ".join(run.command())
+    record["machine"] = machine.describe()
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)

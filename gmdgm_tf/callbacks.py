@@ -1,0 +1,173 @@
+"""The training loop's jobs as Keras callbacks, so `fit` runs once over all epochs and a
+user can add callbacks of their own (`train_and_evaluate(..., callbacks=[...])`).
+
+At the end of an epoch they run in this order, each seeing the logs the earlier ones
+added: EpochTimer (seconds), Validation (val_* metrics, best epoch, best weights),
+Checkpointing (the epoch's checkpoint), HistoryWriter (history.jsonl), TensorBoardScalars,
+Progress (the log line), WallClockBudget. Per step: NonFiniteGuard (stop on NaN/inf,
+naming the terms), Checkpointing (every N steps).
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from gmdgm_tf import evaluation, rundir
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss went NaN/inf; the last good checkpoint is kept as it was."""
+
+
+def validation_report(model, split):
+    """Validation accuracy with the map built on validation itself (for selection)."""
+    slots = model.predict_slots(split.x_val)
+    slot_map = evaluation.cluster_to_class_map(
+        split.y_val, slots, split.num_classes, split.num_slots, split.labelled_classes)
+    return evaluation.accuracy_report(split.y_val, slots, slot_map, split.labelled_classes,
+                                      split.num_classes)
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Raises NonFiniteLossError at the first step whose logged terms are not finite
+    (Keras' TerminateOnNaN only stops, and names nothing)."""
+
+    def __init__(self, first_step=0):
+        super().__init__()
+        self.epoch, self.first_step, self.offset = 0, first_step, first_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0  # only a resumed first epoch starts part-way
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: float(v) for k, v in (logs or {}).items() if not np.isfinite(v)}
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.epoch + 1} step {self.offset + batch + 1}: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+                + "; the last good checkpoint is kept (lower the learning rate?)")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """logs['seconds']: the epoch's training time (before validation)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.time()  # pylint: disable=attribute-defined-outside-init
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["seconds"] = round(time.time() - self.t0, 2)
+
+
+class Validation(keras.callbacks.Callback):
+    """Adds val_* metrics (map built on validation) and keeps the best epoch's weights."""
+
+    def __init__(self, split, run, state):
+        super().__init__()
+        self.split, self.run, self.state = split, run, state
+
+    def on_epoch_end(self, epoch, logs=None):
+        report = validation_report(self.model, self.split)
+        logs.update({f"val_{k}": v for k, v in report.items() if k != "confusion_matrix"})
+        if report["accuracy"] > self.state.best_accuracy.numpy():
+            self.state.best_accuracy.assign(report["accuracy"])
+            self.state.best_epoch.assign(epoch + 1)
+            self.run.save_weights(self.model, rundir.BEST_WEIGHTS)
+
+
+class Checkpointing(keras.callbacks.Callback):
+    """Saves the TrainState every `every_steps` steps and at the end of every epoch.
+
+    start_epoch/start_step: where a resumed fit begins (its first epoch may start at a
+    step > 0, and then gets its trackers' sums back so its history covers every step)."""
+
+    def __init__(self, state, every_steps, start_epoch=0, start_step=0):
+        super().__init__()
+        self.state, self.every_steps = state, every_steps
+        self.start_epoch, self.start_step = start_epoch, start_step
+        self.epoch, self.step = start_epoch, start_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.step = self.start_step if epoch == self.start_epoch else 0
+        if epoch == self.start_epoch and self.start_step:
+            self.state.restore_trackers()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every_steps and self.step % self.every_steps == 0:
+            self.state.save(self.epoch, self.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.save(epoch + 1, 0)
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Appends {"epoch", "seconds", training terms, val_*} to history.jsonl."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch + 1}
+        for k, v in logs.items():
+            record[k] = v if isinstance(v, (int, str)) or v is None else float(v)
+        self.run.append_history(record)
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Every epoch's numbers as TensorBoard scalars, grouped as train/* and val/*."""
+
+    def __init__(self, logdir):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(logdir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=epoch + 1):
+            for k, v in logs.items():
+                if isinstance(v, (float, np.floating)) and k != "seconds":
+                    name = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+                    tf.summary.scalar(name, float(v))
+        self.writer.flush()
+
+
+class Progress(keras.callbacks.Callback):
+    """One log line per epoch: epoch k/N, seconds, loss, validation accuracy, the best so
+    far and an ETA from the mean wall time per epoch of this process."""
+
+    def __init__(self, state, epochs):
+        super().__init__()
+        self.state, self.epochs = state, epochs
+        self.t0, self.done = None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.t0 is None:
+            self.t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.done += 1
+        eta = (time.time() - self.t0) / self.done * (self.epochs - epoch - 1)
+        logging.info("epoch %d/%d (%.1fs): loss %.2f, validation accuracy %.4f (best %.4f at "
+                     "epoch %d), ETA %s", epoch + 1, self.epochs, logs.get("seconds", 0.0),
+                     logs.get("loss", float("nan")), logs.get("val_accuracy", float("nan")),
+                     self.state.best_accuracy.numpy(), self.state.best_epoch.numpy(),
+                     time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+
+class WallClockBudget(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch past `minutes` (0: no budget)."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.deadline = time.time() + 60 * minutes if minutes else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.deadline and time.time() > self.deadline:
+            logging.info("wall-clock budget reached after epoch %d", epoch + 1)
+            self.model.stop_training = True

@@ -1,0 +1,238 @@
+"""Experiment configs: the defaults, the allowed choices and every check, in one place.
+
+Every config file in configs/ starts from `base_config()` (the paper's model and
+optimiser: Willetts et al., Sec. 4: MLPs of 2 x 500 ReLU units, z of 100 dimensions,
+Glorot-normal kernels, a Gaussian prior on the weights, Adam, 100 labelled + 100
+unlabelled examples per step) and ends with `apply_arg(config, arg)`. `validate(config)`
+is the only place a config value is checked; the rest of the package trusts a validated
+config. Checks that need the data (a labelled class the dataset lacks, too few examples,
+a prior of the wrong length) are made by data.py when it loads the data.
+
+Config files are passed by path (`--config=configs/X.py[:smoke]`, or `load(path)` from
+Python); nothing in the package locates them.
+"""
+
+import importlib.util
+import math
+import os
+
+import ml_collections
+
+MODELS = ("gmdgm", "m2")
+LIKELIHOODS = ("bernoulli", "gaussian")
+PRECISIONS = ("float32", "mixed_bfloat16")
+SELECTIONS = ("best_validation", "last")
+ALPHA_SCALINGS = ("none", "kingma")
+# p(y) when data.prior is not given: "paper" is the rule of the paper's text (each
+# labelled-class slot 1/num_classes, the rest shared equally by the other slots);
+# "uniform" is 1/num_slots everywhere, what the authors' code gave M2 (no prior argument).
+PRIOR_RULES = ("paper", "uniform")
+SOURCES = ("digits", "mnist", "fashion_mnist")
+STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "none")
+CHOICES = {
+    "model.name": MODELS, "model.likelihood": LIKELIHOODS,
+    "model.alpha_scaling": ALPHA_SCALINGS, "train.precision": PRECISIONS,
+    "train.select": SELECTIONS, "data.prior_rule": PRIOR_RULES, "data.source": SOURCES,
+    "train.strategy": STRATEGIES,
+}
+_LABELS = {"model.name": "model", "data.source": "dataset", "model.likelihood": "likelihood",
+           "train.precision": "precision"}  # how errors name these fields
+CONFIG_ARGS = ("", "smoke")  # what a config file's get_config(arg) accepts
+# Fields that say how long, how loudly or where to run, not what the experiment is: a
+# workdir may be resumed with other values (the same maths on any hardware).
+NOT_EXPERIMENT = ("train.epochs", "train.max_minutes", "train.verbose", "train.figures",
+                  "train.checkpoint_every_steps", "train.keep_checkpoints", "data.dir",
+                  "data.tfds_dir", "train.strategy", "train.tpu_address")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; raised before anything is written."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The paper's settings; every config file starts from these."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "mnist"            # digits | mnist | fashion_mnist
+    config.data.dir = ""                    # IDX directory; "" -> $GMDGM_DATA_DIR, then TFDS
+    config.data.tfds_dir = ""               # TFDS data_dir ("" -> TFDS default)
+    config.data.validation_size = 10000     # held out from train (as the paper's code)
+    config.data.test_size = 0               # only for sources without a test split (digits)
+    config.data.test_split_seed = 0         # fixed, so every seed scores the same test set
+    config.data.labelled_classes = (0, 1, 2, 8, 9)
+    config.data.labels_per_class = 100
+    config.data.num_extra_slots = 5         # y has 10 + 5 = 15 slots
+    config.data.prior = ml_collections.config_dict.placeholder(tuple)  # None -> prior_rule
+    config.data.prior_rule = "paper"        # paper | uniform (see PRIOR_RULES)
+    config.data.pixel_std_threshold = 0.1   # keep pixels with train std > 0.1; 0 -> all
+    config.data.labelled_batch_size = 100
+    config.data.unlabelled_batch_size = 100
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "gmdgm"             # gmdgm | m2
+    config.model.hidden_sizes = (500, 500)
+    config.model.z_dim = 100
+    config.model.likelihood = "bernoulli"   # bernoulli | gaussian
+    config.model.alpha = 1.1                # weight of mean log q(y_l|x_l) (paper's code)
+    config.model.alpha_scaling = "none"     # none | kingma (alpha * N_train / N_labelled)
+    config.model.output_stddev = 1e-3       # small-normal init of distribution heads
+    config.model.weight_prior = True        # N(0, I) prior on kernels, scaled by 1/N_train
+    config.model.prior_loc_stddev = 0.1     # GM-DGM: init of the per-slot means of p(z|y)
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 3e-4
+    config.optimizer.clipvalue = 1.0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.epochs = 100
+    config.train.steps_per_epoch = 0        # 0 -> one pass over the unlabelled pool
+    config.train.max_minutes = 0.0          # 0 -> no wall-clock budget
+    config.train.select = "best_validation"  # best_validation | last
+    config.train.precision = "float32"      # float32 | mixed_bfloat16
+    config.train.jit_compile = False        # XLA on CPU measured slower, see README
+    config.train.verbose = 0                # 1: Keras progress bar per epoch
+    config.train.checkpoint_every_steps = 200  # besides every epoch; 0 -> epochs only
+    config.train.keep_checkpoints = 3
+    config.train.figures = True             # confusion/assignment/sample PNGs at the end
+    config.train.deterministic = False      # True: TF op determinism (bitwise reruns)
+    # tf.distribute (see distribute.py): auto | tpu | mirrored | multi_worker | none.
+    # Batch sizes stay global: each is split evenly across the replicas.
+    config.train.strategy = "auto"
+    config.train.tpu_address = ""           # tpu: "" (TPU_NAME/Colab/TPU VM), "local",
+                                            # a Cloud TPU name or grpc://host:port
+    return config
+
+
+def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """big_vision-style `runlocal`: the same experiment, tiny, for smoke runs and CI."""
+    config.model.hidden_sizes = (32, 32)
+    config.model.z_dim = 8
+    config.train.epochs = 2
+    config.train.steps_per_epoch = 5
+    config.train.verbose = 0
+    config.train.figures = False
+    return config
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg=None) -> ml_collections.ConfigDict:
+    """A config file's `get_config(arg)` argument: none, or "smoke" (see `shrink`).
+
+    Anything else is refused, so a typo (`:smok`) cannot silently train the full config."""
+    arg = arg or ""
+    if arg not in CONFIG_ARGS:
+        raise ConfigError(f"unknown config argument {arg!r}; choose one of "
+                          f"{[a for a in CONFIG_ARGS if a]} or none")
+    return shrink(config) if arg == "smoke" else config
+
+
+def load(path: str, overrides=()) -> ml_collections.ConfigDict:
+    """'configs/X.py[:arg]' -> get_config(arg), with (field, value) overrides applied.
+
+    What `--config=` does in the training command, for Python callers (sweeps,
+    benchmarks, tests). The result is not yet validated.
+    """
+    path, _, arg = path.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(
+        "gmdgm_config_" + os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+    for field, value in dict(overrides).items():
+        set_field(config, field, value)
+    return config
+
+
+def set_field(config, dotted: str, value):
+    """config['a.b.c'] = value for an existing field (ConfigDict checks the type)."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for key in parents:
+        if key not in node:
+            raise ConfigError(f"config has no field {dotted!r}")
+        node = node[key]
+    if leaf not in node:
+        raise ConfigError(f"config has no field {dotted!r}")
+    node[leaf] = value
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _finite(value, low=-math.inf, strict=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (value > low if strict else value >= low)
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks every field that does not need the data; raises ConfigError naming the field.
+
+    Returns the config, so `validate(load(path))` reads naturally."""
+    for field, allowed in CHOICES.items():
+        section, name = field.split(".")
+        value = config[section][name]
+        if value not in allowed:
+            label = _LABELS.get(field, field)
+            raise ConfigError(f"unknown {label} {value!r}; choose one of {list(allowed)}")
+    d, m, o, t = config.data, config.model, config.optimizer, config.train
+    labelled = tuple(d.labelled_classes)
+    checks = [
+        (isinstance(config.seed, int) and config.seed >= 0,
+         f"seed must be an integer >= 0, got {config.seed!r}"),
+        (all(isinstance(c, int) and c >= 0 for c in labelled),
+         f"data.labelled_classes must be class indices >= 0, got {list(labelled)}"),
+        (len(set(labelled)) == len(labelled),
+         f"data.labelled_classes has duplicates: {list(labelled)}"),
+        (not labelled or _positive_int(d.labels_per_class),
+         f"data.labels_per_class must be >= 1 when classes are labelled, got "
+         f"{d.labels_per_class!r}"),
+        (isinstance(d.num_extra_slots, int) and d.num_extra_slots >= 0,
+         f"data.num_extra_slots must be >= 0, got {d.num_extra_slots}"),
+        (_positive_int(d.validation_size),
+         f"data.validation_size must be >= 1, got {d.validation_size!r}"),
+        (isinstance(d.test_size, int) and d.test_size >= 0,
+         f"data.test_size must be >= 0, got {d.test_size!r}"),
+        (_finite(d.pixel_std_threshold, 0.0),
+         f"data.pixel_std_threshold must be finite and >= 0, got {d.pixel_std_threshold!r}"),
+        (_positive_int(d.labelled_batch_size),
+         f"data.labelled_batch_size must be >= 1, got {d.labelled_batch_size!r}"),
+        (_positive_int(d.unlabelled_batch_size),
+         f"data.unlabelled_batch_size must be >= 1, got {d.unlabelled_batch_size!r}"),
+        (len(m.hidden_sizes) >= 1 and all(_positive_int(h) for h in m.hidden_sizes),
+         f"model.hidden_sizes must be one or more sizes >= 1, got {m.hidden_sizes!r}"),
+        (_positive_int(m.z_dim), f"model.z_dim must be >= 1, got {m.z_dim!r}"),
+        (_finite(m.alpha, 0.0), f"model.alpha must be finite and >= 0, got {m.alpha!r}"),
+        (_finite(m.output_stddev, 0.0, strict=True),
+         f"model.output_stddev must be finite and > 0, got {m.output_stddev!r}"),
+        (_finite(m.prior_loc_stddev, 0.0),
+         f"model.prior_loc_stddev must be finite and >= 0, got {m.prior_loc_stddev!r}"),
+        (_finite(o.learning_rate, 0.0, strict=True),
+         f"optimizer.learning_rate must be finite and > 0, got {o.learning_rate!r}"),
+        (o.clipvalue is None or _finite(o.clipvalue, 0.0, strict=True),
+         f"optimizer.clipvalue must be None or finite and > 0, got {o.clipvalue!r}"),
+        (_positive_int(t.epochs), f"train.epochs must be >= 1, got {t.epochs!r}"),
+        (isinstance(t.steps_per_epoch, int) and t.steps_per_epoch >= 0,
+         f"train.steps_per_epoch must be >= 0, got {t.steps_per_epoch!r}"),
+        (_finite(t.max_minutes, 0.0),
+         f"train.max_minutes must be finite and >= 0, got {t.max_minutes!r}"),
+        (isinstance(t.checkpoint_every_steps, int) and t.checkpoint_every_steps >= 0,
+         f"train.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps!r}"),
+        (_positive_int(t.keep_checkpoints),
+         f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints!r}"),
+    ]
+    if d.prior is not None:
+        prior = [float(p) for p in d.prior]
+        checks += [
+            (all(math.isfinite(p) and p > 0 for p in prior),
+             "data.prior entries must be finite and > 0"),
+            (abs(sum(prior) - 1.0) <= 1e-6, f"data.prior must sum to 1, sums to {sum(prior):.6g}"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config

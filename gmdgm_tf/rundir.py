@@ -1,0 +1,267 @@
+"""The run directory's contract: its file names, their formats, and how they are written.
+
+A workdir holds one experiment:
+  config.json        the resolved config; a resumed run must match it (config_differences)
+  checkpoints/       tf.train checkpoints: weights, Adam slots, RNG state, epoch/step
+                     (checkpoints.py)
+  history.jsonl      one JSON line per epoch: training terms + validation metrics
+  best.weights.h5    the best epoch on validation accuracy (never the test set)
+  model.weights.h5   weights of the selected model (train.select)
+  metrics.json       final metrics, both protocols (evaluation.py)
+  data_meta.json     what inference needs: DataMeta (pixel mask, image shape, classes, p(y))
+  tensorboard/       scalars per epoch; figures at the end
+  *.png              confusion.png, assignment.png, samples.png (train.figures)
+JSON files and weights are written to a temporary name and renamed into place, so a
+crash leaves the previous version. `load_run` turns a finished workdir back into a model.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Optional
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from gmdgm_tf import config as config_lib
+from gmdgm_tf import models
+
+CONFIG = "config.json"
+HISTORY = "history.jsonl"
+METRICS = "metrics.json"
+DATA_META = "data_meta.json"
+BEST_WEIGHTS = "best.weights.h5"
+MODEL_WEIGHTS = "model.weights.h5"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+FIGURES = ("confusion.png", "assignment.png", "samples.png")
+FINISHED = (CONFIG, DATA_META, METRICS, MODEL_WEIGHTS)  # what load_run needs
+_RUN_FILES = (CONFIG, HISTORY, METRICS, MODEL_WEIGHTS, BEST_WEIGHTS, DATA_META) + FIGURES
+_RUN_DIRS = (CHECKPOINTS, TENSORBOARD)
+
+
+class RunDirError(ValueError):
+    """A workdir that holds another experiment, or a damaged run file."""
+
+
+def write_json_atomic(path, obj):
+    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=1))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_json(path):
+    """JSON file -> object; a damaged file is a one-line RunDirError naming it."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path} is damaged ({e}); restore it or start over with --fresh") \
+            from e
+
+
+def config_differences(old, new):
+    """Experiment-defining fields that differ between two config dicts -> ['key: a -> b']."""
+    def flatten(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flatten(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+    old, new = flatten(old), flatten(new)
+    keys = sorted((set(old) | set(new)) - set(config_lib.NOT_EXPERIMENT))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+@dataclasses.dataclass
+class DataMeta:
+    """What inference needs to know of the data: data_meta.json.
+
+    pixel_mask [height * width] bool (the kept pixels); prior [num_slots] is p(y)."""
+    source: str
+    class_names: list
+    image_shape: tuple
+    pixel_mask: np.ndarray
+    labelled_classes: tuple
+    prior: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(np.sum(self.pixel_mask))
+
+    @classmethod
+    def from_split(cls, split, source):
+        return cls(source, list(split.class_names), tuple(split.image_shape),
+                   np.asarray(split.pixel_mask, bool), tuple(split.labelled_classes),
+                   np.asarray(split.prior, np.float64))
+
+    def to_json(self):
+        return {"source": self.source, "class_names": list(self.class_names),
+                "image_shape": [int(s) for s in self.image_shape],
+                "pixel_mask": np.asarray(self.pixel_mask, bool).tolist(),
+                "labelled_classes": [int(c) for c in self.labelled_classes],
+                "prior": np.asarray(self.prior, np.float64).tolist()}
+
+    @classmethod
+    def from_json(cls, d):
+        return cls(d["source"], list(d["class_names"]), tuple(d["image_shape"]),
+                   np.asarray(d["pixel_mask"], bool), tuple(d["labelled_classes"]),
+                   np.asarray(d["prior"], np.float64))
+
+
+class RunDir:
+    """One workdir: every path in it and every read and write of its files."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def exists(self, name: str) -> bool:
+        return tf.io.gfile.exists(self.file(name))
+
+    def prepare(self, config, fresh=False):
+        """Creates the workdir, or checks that the run in it is this experiment.
+
+        fresh=True deletes this package's files from the workdir (nothing else) first.
+        """
+        new = json.loads(config.to_json())
+        if fresh:
+            for name in _RUN_FILES:
+                if self.exists(name):
+                    tf.io.gfile.remove(self.file(name))
+            for name in _RUN_DIRS:
+                if self.exists(name):
+                    tf.io.gfile.rmtree(self.file(name))
+        elif self.exists(CONFIG):
+            diffs = config_differences(read_json(self.file(CONFIG)), new)
+            if diffs:
+                raise RunDirError(f"workdir {self.path} holds a different experiment ("
+                                  + "; ".join(diffs) + "); use another --workdir or --fresh")
+        tf.io.gfile.makedirs(self.path)
+        write_json_atomic(self.file(CONFIG), new)
+
+    def read_config(self) -> ml_collections.ConfigDict:
+        return ml_collections.ConfigDict(read_json(self.file(CONFIG)))
+
+    # history.jsonl -----------------------------------------------------------------
+
+    def history(self, upto_epoch: Optional[int] = None) -> list:
+        """history.jsonl records (of epochs <= upto_epoch: later ones belong to lost work).
+
+        A last line cut short by a crash mid-append is dropped with a warning; damage
+        anywhere else is a RunDirError naming the file and line."""
+        if not self.exists(HISTORY):
+            return []
+        with tf.io.gfile.GFile(self.file(HISTORY), "r") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                if i == len(lines) - 1:
+                    logging.warning("%s: dropping a cut-short last line", self.file(HISTORY))
+                    break
+                raise RunDirError(f"{self.file(HISTORY)} line {i + 1} is damaged ({e}); "
+                                  "delete that line or start over with --fresh") from e
+        return [r for r in records if upto_epoch is None or r["epoch"] <= upto_epoch]
+
+    def write_history(self, records):
+        """Replaces history.jsonl with `records` (atomically)."""
+        tmp = f"{self.file(HISTORY)}.tmp-{os.getpid()}"
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+        tf.io.gfile.rename(tmp, self.file(HISTORY), overwrite=True)
+
+    def append_history(self, record):
+        self.write_history(self.history() + [record])
+
+    # metrics, data meta, weights ---------------------------------------------------
+
+    def write_metrics(self, metrics):
+        write_json_atomic(self.file(METRICS), metrics)
+
+    def read_metrics(self):
+        return read_json(self.file(METRICS))
+
+    def write_data_meta(self, meta: DataMeta):
+        write_json_atomic(self.file(DATA_META), meta.to_json())
+
+    def read_data_meta(self) -> DataMeta:
+        return DataMeta.from_json(read_json(self.file(DATA_META)))
+
+    def save_weights(self, model, name):
+        """model.save_weights to `name`, atomically (h5 needs a local file: staged there
+        for other filesystems)."""
+        local = self.path if "://" not in self.path else None
+        staging = os.path.join(local or _local_staging(), f"{name}.tmp-{os.getpid()}.weights.h5")
+        model.save_weights(staging)
+        if local:
+            os.replace(staging, self.file(name))
+        else:
+            tf.io.gfile.copy(staging, self.file(name), overwrite=True)
+            os.remove(staging)
+
+    def load_weights(self, model, name):
+        if "://" not in self.path:
+            model.load_weights(self.file(name))
+            return
+        staging = os.path.join(_local_staging(), f"{name}.load-{os.getpid()}.weights.h5")
+        tf.io.gfile.copy(self.file(name), staging, overwrite=True)
+        try:
+            model.load_weights(staging)
+        finally:
+            os.remove(staging)
+
+    def is_finished(self) -> bool:
+        return all(self.exists(name) for name in FINISHED)
+
+
+def _local_staging():
+    import tempfile  # pylint: disable=import-outside-toplevel
+    return tempfile.gettempdir()
+
+
+@dataclasses.dataclass
+class FinishedRun:
+    """A finished run loaded back: the trained model (no objective: inference only), its
+    config, data metadata and metrics."""
+    model: models.DeepGenerativeModel
+    config: ml_collections.ConfigDict
+    meta: DataMeta
+    metrics: dict
+
+
+def load_run(workdir) -> FinishedRun:
+    """A finished run's workdir -> FinishedRun with the selected weights loaded.
+
+    Raises FileNotFoundError naming what is missing when the workdir holds no finished run.
+    """
+    run = RunDir(workdir)
+    missing = [name for name in FINISHED if not run.exists(name)]
+    if missing:
+        raise FileNotFoundError(f"{workdir} holds no finished run (missing {', '.join(missing)})")
+    config = run.read_config()
+    meta = run.read_data_meta()
+    model = models.build_model(config.model, dim=meta.dim, prior=meta.prior,
+                               precision=config.train.precision, seed=config.seed)
+    run.load_weights(model, MODEL_WEIGHTS)
+    return FinishedRun(model, config, meta, run.read_metrics())
+
+
+def remove_tree(path):
+    """Deletes a directory on any filesystem (used by --fresh and tests)."""
+    if "://" in path:
+        tf.io.gfile.rmtree(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)

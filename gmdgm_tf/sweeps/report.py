@@ -1,0 +1,359 @@
+r"""Table 1 and Figure 2 from the summaries `gmdgm_tf.sweeps.run` filed, nothing else.
+
+  python -m gmdgm_tf.sweeps.report --summaries=results/table1/runs --out=results/table1 \
+      [--recipes=gmdgm_fast,m2_fast]
+
+Reads SUMMARIES/NAME_seedK/ (config.json, history.jsonl, metrics.json, data_meta.json,
+runner.json, and samples.png when present): no weights, no data, no TensorFlow, so it
+works from a fresh clone with only results/ committed. Writes into OUT:
+  table1.md, table1.csv   per (recipe, protocol): test accuracy in %, mean (sample SD) over
+                          seeds, for labelled classes, unlabelled classes and overall, next
+                          to the paper's numbers; NMI, ARI, epochs, seconds; a per-run table
+  all_runs.json           every run's metrics and records, plus the table rows
+  figure2.png             best run per recipe by VALIDATION accuracy: confusion (top) and
+                          class x slot assignment (bottom) matrices, heldout protocol
+  learning_curves.png     validation accuracy by epoch, every seed, every recipe
+  samples_<recipe>.png    the best run's samples.png, where it has one
+"""
+
+import csv
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from gmdgm_tf import machine, plots
+from gmdgm_tf.sweeps.run import RUNNER_RECORD, read_json
+
+# Willetts, Roberts & Holmes, Table 1: MNIST test accuracy (%), mean (SD) over seeds.
+PAPER = {
+    "m2": {"labelled": (86.3, 2.2), "unlabelled": (63.4, 8.3), "overall": (74.3, 4.4)},
+    "gmdgm": {"labelled": (93.7, 1.9), "unlabelled": (87.4, 4.5), "overall": (90.7, 2.0)},
+}
+PROTOCOLS = ("heldout", "paper")
+GROUPS = (("labelled", "accuracy_labelled_classes", "Labelled classes"),
+          ("unlabelled", "accuracy_unlabelled_classes", "Unlabelled classes"),
+          ("overall", "accuracy", "Overall"))
+STATS = ("nmi", "ari", "epochs_run", "selected_epoch", "train_seconds", "wall_seconds",
+         "seconds_per_epoch")
+SD_NOTE = ("SD is the sample standard deviation over seeds (ddof=1), as the paper's (SD); "
+           "n/a with fewer than 2 seeds.")
+PROTOCOL_NOTE = ("heldout: slots are named on the validation split (held out from the "
+                 "training set), accuracy on the test split; paper: slots named on the test "
+                 "split itself, as the paper did. Model selection (best epoch, best run) uses "
+                 "validation only.")
+
+
+class ReportError(ValueError):
+    """No summaries, or a recipe that has none."""
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def read_run(folder):
+    """A summary folder -> {"recipe", "seed", "folder", "model", "config", "metrics",
+    "runner", "wall_seconds", "history", "data_meta"}; None without metrics.json.
+    Recipe and seed come from runner.json, else from the folder name and config.json."""
+    def path(name):
+        return os.path.join(folder, name)
+    metrics = read_json(path("metrics.json"))
+    if metrics is None:
+        return None
+    runner, config = read_json(path(RUNNER_RECORD), {}), read_json(path("config.json"), {})
+    history = []
+    if os.path.exists(path("history.jsonl")):
+        with open(path("history.jsonl"), encoding="utf-8") as f:
+            history = [json.loads(line) for line in f if line.strip()]
+    return {"recipe": runner.get("recipe", os.path.basename(folder).rpartition("_seed")[0]),
+            "seed": int(runner.get("seed", config.get("seed", 0))),
+            "folder": folder, "model": config.get("model", {}).get("name"), "config": config,
+            "metrics": metrics, "runner": runner, "wall_seconds": runner.get("wall_seconds"),
+            "history": history, "data_meta": read_json(path("data_meta.json"), {})}
+
+
+def read_runs(summaries, recipes=None):
+    """-> (recipes in table order, [run record] sorted by recipe order then seed).
+
+    recipes: names to show, in order (None: every recipe found, sorted). Raises ReportError
+    for a missing or empty summaries dir and for a recipe with no summaries."""
+    if not os.path.isdir(summaries):
+        raise ReportError(f"--summaries {summaries}: no such directory")
+    runs = [run for run in (read_run(os.path.join(summaries, d))
+                            for d in sorted(os.listdir(summaries)) if not d.endswith(".tmp"))
+            if run is not None]
+    if not runs:
+        raise ReportError(f"--summaries {summaries}: no run summaries (metrics.json) in it")
+    found = sorted({r["recipe"] for r in runs})
+    unknown = [name for name in recipes or () if name not in found]
+    if unknown:
+        raise ReportError(f"--recipes: no summaries for {unknown}; found {found}")
+    recipes = list(dict.fromkeys(recipes)) if recipes else found
+    runs = sorted((r for r in runs if r["recipe"] in recipes),
+                  key=lambda r: (recipes.index(r["recipe"]), r["seed"]))
+    return recipes, runs
+
+
+def describe(config):
+    """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'."""
+    data, train = config.get("data", {}), config.get("train", {})
+    epochs = train.get("epochs")
+    return (f"{plots.model_title(config.get('model', {}).get('name'))}, "
+            f"lr {config.get('optimizer', {}).get('learning_rate')}, "
+            f"{10 + int(data.get('num_extra_slots', 0))} slots, "
+            f"prior rule {data.get('prior_rule', 'paper')}, {train.get('precision')}, "
+            f"{epochs} epoch{'' if epochs == 1 else 's'}")
+
+
+# ------------------------------------------------------------------------ aggregation
+
+
+def mean_sd(values):
+    """-> {"mean", "sd", "n"}: sd is the sample SD (ddof=1); None where undefined.
+    None entries (a group with no test points) are left out."""
+    values = np.asarray([v for v in values if v is not None], np.float64)
+    n = len(values)
+    return {"mean": float(values.mean()) if n else None,
+            "sd": float(values.std(ddof=1)) if n >= 2 else None, "n": n}
+
+
+def run_stats(run, protocol):
+    """-> {stat: value} for one run under protocol, a value for each of STATS."""
+    report, training = run["metrics"][protocol], run["metrics"].get("training", {})
+    return {"nmi": report["nmi"], "ari": report["ari"],
+            "epochs_run": training.get("epochs_run"),
+            "selected_epoch": training.get("selected_epoch"),
+            "train_seconds": training.get("seconds"), "wall_seconds": run.get("wall_seconds"),
+            "seconds_per_epoch": training.get("seconds_per_epoch_median")}
+
+
+def aggregate(runs, recipes=None, protocols=PROTOCOLS):
+    """Run records (as `read_run` returns) -> Table 1 rows, one per (recipe, protocol):
+    {"recipe", "model", "description", "protocol", "seeds", "n_seeds", "paper"} and a
+    mean_sd for each group's accuracy in % and each of STATS."""
+    if recipes is None:
+        recipes = list(dict.fromkeys(r["recipe"] for r in runs))
+    rows = []
+    for recipe in recipes:
+        mine = sorted((r for r in runs if r["recipe"] == recipe), key=lambda r: r["seed"])
+        model = mine[0]["model"] if mine else None
+        for protocol in protocols:
+            row = {"recipe": recipe, "model": model, "protocol": protocol,
+                   "description": " | ".join(dict.fromkeys(describe(r["config"]) for r in mine)),
+                   "seeds": [r["seed"] for r in mine], "n_seeds": len(mine),
+                   "paper": PAPER.get(model)}
+            for group, key, _ in GROUPS:
+                row[group] = mean_sd([None if r["metrics"][protocol][key] is None
+                                      else 100 * r["metrics"][protocol][key] for r in mine])
+            stats = [run_stats(r, protocol) for r in mine]
+            row.update({k: mean_sd([s[k] for s in stats]) for k in STATS})
+            rows.append(row)
+    return rows
+
+
+def format_mean_sd(stat, digits=1):
+    """{"mean": 74.31, "sd": 4.42} -> '74.3 (4.4)'; missing SD -> '74.3 (n/a)'."""
+    if stat is None or stat.get("mean") is None:
+        return "n/a"
+    sd = "n/a" if stat.get("sd") is None else f"{stat['sd']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ({sd})"
+
+
+def headline(table_rows):
+    """-> {recipe: {protocol: {"overall": "90.7 (2.0)", "labelled", "unlabelled", "n"}}},
+    the accuracies as table1.md prints them (for checking quotes of the table)."""
+    out = {}
+    for row in table_rows:
+        cell = {group: format_mean_sd(row[group]) for group, _, _ in GROUPS}
+        out.setdefault(row["recipe"], {})[row["protocol"]] = dict(cell, n=row["n_seeds"])
+    return out
+
+
+def best_runs(runs):
+    """-> {recipe: run record} with the highest VALIDATION accuracy (ties: lowest seed)."""
+    best = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        current = best.get(r["recipe"])
+        if current is None or (r["metrics"]["validation"]["accuracy"]
+                               > current["metrics"]["validation"]["accuracy"]):
+            best[r["recipe"]] = r
+    return best
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _paper(row, group):
+    if not row["paper"]:
+        return "-"
+    mean, sd = row["paper"][group]
+    return f"{mean:.1f} ({sd:.1f})"
+
+
+def _md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _seconds(v):
+    return "n/a" if v is None else f"{v:.0f}"
+
+
+def machine_line(runs):
+    """-> 'Machine: ...' from the runs' runner.json records, else this machine's."""
+    machines = [r["runner"]["machine"] for r in runs if r["runner"].get("machine")]
+    where = "the runs trained on"
+    if not machines:
+        machines, where = [machine.describe()], "this report was built on; the runs name none"
+    text = " | ".join(dict.fromkeys(f"{m['platform']}; {m['cpu']}; {m['cpu_count']} CPUs"
+                                    for m in machines))
+    return f"Machine: {text} ({where})"
+
+
+def table_markdown(rows, runs, machine_text):
+    """Table 1, the recipes, training costs and a per-run table -> Markdown text."""
+    data = runs[0]["config"].get("data", {}) if runs else {}
+    lines = ["# Table 1: semi-unsupervised learning", "",
+             f"Data: {data.get('source')}; labelled classes {data.get('labelled_classes')} "
+             f"with {data.get('labels_per_class')} labels each, the other classes unlabelled.",
+             "", "Test-set accuracy in %, mean (SD) over seeds, next to the paper's published "
+             "numbers for the recipe's model (Willetts et al., Table 1, MNIST). " + SD_NOTE, ""]
+    if any(r["config"].get("data", {}).get("source") != "mnist" for r in runs):
+        lines += ["**Not all runs are on MNIST: their paper columns are not comparable.**", ""]
+    header = ["Recipe", "Protocol", "Seeds"]
+    for _, _, title in GROUPS:
+        header += [title, "paper"]
+    table = []
+    for row in rows:
+        cells = [row["recipe"], row["protocol"], row["n_seeds"]]
+        for group, _, _ in GROUPS:
+            cells += [format_mean_sd(row[group]), _paper(row, group)]
+        table.append(cells + [format_mean_sd(row["nmi"], 3), format_mean_sd(row["ari"], 3)])
+    lines += [_md_table(header + ["NMI", "ARI"], table), "", PROTOCOL_NOTE, "",
+              "## Recipes", ""]
+    first = [row for row in rows if row["protocol"] == rows[0]["protocol"]]
+    lines += [f"- `{row['recipe']}`: {row['description']}; seeds "
+              f"{', '.join(map(str, row['seeds']))}" for row in first]
+    lines += ["", "## Training", "", _md_table(
+        ["Recipe", "Seeds", "Epochs run", "Selected epoch (best validation)", "Training s / run",
+         "Wall s / run", "Median s / epoch"],
+        [[row["recipe"], row["n_seeds"], format_mean_sd(row["epochs_run"]),
+          format_mean_sd(row["selected_epoch"]), format_mean_sd(row["train_seconds"], 0),
+          format_mean_sd(row["wall_seconds"], 0), format_mean_sd(row["seconds_per_epoch"], 2)]
+         for row in first]), "",
+        "- Training s: the epochs' training time; wall s: the whole `python -m gmdgm_tf.train` "
+        "run (start-up, data, evaluation, checkpoints) summed over attempts.",
+        f"- {machine_text}", "", "## Per run", ""]
+    per_run = []
+    for r in runs:
+        m, t = r["metrics"], r["metrics"].get("training", {})
+        per_run.append([r["recipe"], r["seed"], _pct(m["validation"]["accuracy"]),
+                        " / ".join(_pct(m["heldout"][k]) for _, k, _ in GROUPS),
+                        _pct(m["paper"]["accuracy"]), f"{m['heldout']['nmi']:.3f}",
+                        t.get("epochs_run"), t.get("selected_epoch"),
+                        f"{_seconds(t.get('seconds'))} / {_seconds(r.get('wall_seconds'))}"])
+    lines.append(_md_table(["Recipe", "Seed", "Validation acc", "heldout: labelled / "
+                            "unlabelled / overall", "paper: overall", "NMI (heldout)", "Epochs",
+                            "Selected", "Training s / wall s"], per_run))
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = (["recipe", "model", "protocol", "n_seeds", "seeds"]
+              + [f"{g}_{s}" for g, _, _ in GROUPS for s in ("mean", "sd")]
+              + [f"paper_{g}_{s}" for g, _, _ in GROUPS for s in ("mean", "sd")]
+              + [f"{k}_{s}" for k in STATS for s in ("mean", "sd")]
+              + ["sd", "description"])
+
+
+def table_csv_rows(rows):
+    """Table 1 rows -> flat dicts with CSV_FIELDS (accuracies in %, empty when undefined)."""
+    out = []
+    for row in rows:
+        flat = {"recipe": row["recipe"], "model": row["model"], "protocol": row["protocol"],
+                "n_seeds": row["n_seeds"], "seeds": " ".join(str(s) for s in row["seeds"]),
+                "sd": "sample, ddof=1", "description": row["description"]}
+        for key in [g for g, _, _ in GROUPS] + list(STATS):
+            for s in ("mean", "sd"):
+                flat[f"{key}_{s}"] = "" if row[key][s] is None else round(row[key][s], 4)
+        for g, _, _ in GROUPS:
+            flat[f"paper_{g}_mean"], flat[f"paper_{g}_sd"] = (row["paper"] or {}).get(g, ("", ""))
+        out.append(flat)
+    return out
+
+
+def write_figures(out, runs, recipes):
+    """figure2.png, learning_curves.png, samples_<recipe>.png -> their paths."""
+    best = best_runs(runs)
+    best = {name: best[name] for name in recipes if name in best}
+    meta = next(iter(best.values()))["data_meta"]
+    paths = [plots.save_png(plots.figure2(
+        {name: (r["seed"], r["metrics"]) for name, r in best.items()},
+        class_names=meta.get("class_names"), labelled_classes=meta.get("labelled_classes", ())),
+        os.path.join(out, "figure2.png"))]
+    histories = {name: {r["seed"]: r["history"] for r in runs if r["recipe"] == name}
+                 for name in recipes}
+    paths.append(plots.save_png(plots.learning_curves_figure(histories),
+                                os.path.join(out, "learning_curves.png")))
+    for name, r in best.items():
+        samples = os.path.join(r["folder"], "samples.png")
+        if os.path.exists(samples):
+            paths.append(shutil.copyfile(samples, os.path.join(out, f"samples_{name}.png")))
+    return paths
+
+
+def write_report(summaries, out, recipes=None):
+    """Reads the summaries and writes every file into out -> {"rows", "runs", "paths"}."""
+    recipes, runs = read_runs(summaries, recipes)
+    rows = aggregate(runs, recipes)
+    machine_text = machine_line(runs)
+    os.makedirs(out, exist_ok=True)
+    paths = [os.path.join(out, name) for name in ("table1.md", "table1.csv", "all_runs.json")]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        f.write(table_markdown(rows, runs, machine_text))
+    with open(paths[1], "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(table_csv_rows(rows))
+    records = [dict({k: v for k, v in r.items() if k not in ("history", "folder", "data_meta")},
+                    summary=os.path.relpath(r["folder"], out)) for r in runs]
+    with open(paths[2], "w", encoding="utf-8") as f:
+        json.dump({"machine": machine_text, "sd": "sample standard deviation, ddof=1",
+                   "protocols": PROTOCOL_NOTE, "table": rows, "runs": records}, f, indent=1)
+    paths += write_figures(out, runs, recipes)
+    return {"rows": rows, "runs": runs, "paths": paths}
+
+
+def define_flags():
+    flags.DEFINE_string("summaries", None, "Directory of run summaries (NAME_seedK/ folders "
+                        "as gmdgm_tf.sweeps.run files them).")
+    flags.DEFINE_string("out", None, "Directory for table1.md/.csv, all_runs.json, figures.")
+    flags.DEFINE_list("recipes", None, "Recipes to show, in this order (default: all found, "
+                      "sorted).")
+    flags.mark_flags_as_required(["summaries", "out"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        result = write_report(f.summaries, f.out, f.recipes)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    with open(result["paths"][0], encoding="utf-8") as fh:
+        print(fh.read())
+    print("wrote:\n  " + "\n  ".join(result["paths"]))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,90 @@
+"""config.py: the one place configs are checked; every config file loads and validates."""
+
+import glob
+import os
+
+import pytest
+
+from gmdgm_tf import config as config_lib
+from gmdgm_tf import distribute, models
+from conftest import REPO
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+@pytest.mark.parametrize("arg", ["", ":smoke"])
+def test_every_config_file_loads_and_validates(path, arg):
+    config = config_lib.validate(config_lib.load(path + arg))
+    assert config.train.epochs == (2 if arg else config.train.epochs)
+
+
+def test_unknown_config_argument_is_refused():
+    with pytest.raises(config_lib.ConfigError, match="unknown config argument 'smok'"):
+        config_lib.load(os.path.join(REPO, "configs", "digits_gmdgm.py:smok"))
+
+
+def test_missing_config_file_and_unknown_override_field():
+    with pytest.raises(config_lib.ConfigError, match="config file not found"):
+        config_lib.load("no/such/config.py")
+    with pytest.raises(config_lib.ConfigError, match="no field 'train.epoch'"):
+        config_lib.load(os.path.join(REPO, "configs", "digits_gmdgm.py"), {"train.epoch": 3})
+
+
+def test_choices_match_what_the_package_implements():
+    assert set(config_lib.MODELS) == set(models.MODELS)
+    assert "auto" in config_lib.STRATEGIES and hasattr(distribute, "make_strategy")
+
+
+def _with(field, value):
+    config = config_lib.base_config()
+    section, key = field.split(".")
+    with config.unlocked():
+        config[section][key] = value
+    return config
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.name", "vae", "unknown model 'vae'; choose one of"),
+    ("model.likelihood", "poisson", "unknown likelihood 'poisson'"),
+    ("data.source", "cifar", "unknown dataset 'cifar'"),
+    ("train.precision", "float16", "unknown precision 'float16'"),
+    ("train.select", "best_test", "unknown train.select"),
+    ("model.alpha_scaling", "x", "unknown model.alpha_scaling"),
+    ("data.prior_rule", "flat", "unknown data.prior_rule"),
+    ("train.strategy", "gpu", "unknown train.strategy 'gpu'"),
+    ("data.labelled_classes", (1, 1), "duplicates"),
+    ("data.labelled_classes", (-1, 2), "class indices >= 0"),
+    ("data.labels_per_class", 0, "labels_per_class must be >= 1"),
+    ("data.num_extra_slots", -1, "num_extra_slots must be >= 0"),
+    ("data.validation_size", 0, "validation_size must be >= 1"),
+    ("data.labelled_batch_size", 0, "labelled_batch_size must be >= 1"),
+    ("data.unlabelled_batch_size", -5, "unlabelled_batch_size must be >= 1"),
+    ("data.prior", (0.5, 0.6, -0.1), "finite and > 0"),
+    ("data.prior", (0.2, 0.2, 0.2), "sum to 1"),
+    ("data.prior", (float("nan"), 0.5, 0.5), "finite and > 0"),
+    ("model.z_dim", 0, "model.z_dim must be >= 1"),
+    ("model.hidden_sizes", (500, 0), "model.hidden_sizes"),
+    ("model.alpha", float("inf"), "model.alpha must be finite"),
+    ("optimizer.learning_rate", -1.0, "optimizer.learning_rate must be finite and > 0"),
+    ("optimizer.learning_rate", 0.0, "optimizer.learning_rate must be finite and > 0"),
+    ("optimizer.learning_rate", float("nan"), "optimizer.learning_rate"),
+    ("optimizer.clipvalue", 0.0, "optimizer.clipvalue"),
+    ("train.epochs", 0, "train.epochs must be >= 1"),
+    ("train.steps_per_epoch", -1, "train.steps_per_epoch must be >= 0"),
+    ("train.max_minutes", -1.0, "train.max_minutes"),
+    ("train.keep_checkpoints", 0, "train.keep_checkpoints must be >= 1"),
+    ("seed", -1, "seed must be"),
+])
+def test_bad_values_are_refused_naming_the_field(field, value, message):
+    if field == "seed":
+        config = config_lib.base_config()
+        config.seed = value
+    else:
+        config = _with(field, value)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_labels_per_class_may_be_zero_without_labelled_classes():
+    config = _with("data.labelled_classes", ())
+    config.data.labels_per_class = 0
+    config_lib.validate(config)

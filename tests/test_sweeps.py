@@ -1,0 +1,310 @@
+"""Multi-seed sweeps: recipes, seeds and commands (sweeps.run); Table 1 from hand-made
+summaries (sweeps.report); and one tiny sweep end to end, run then report."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib import image as mpimg
+
+from gmdgm_tf.sweeps import report, run
+from conftest import REPO, load_config
+
+DIGITS = os.path.join(REPO, "configs", "digits_gmdgm.py")
+
+
+# ------------------------------------------------------------------ hand-made summaries
+
+
+def protocol(overall, labelled, unlabelled, nmi=0.5, ari=0.4):
+    return {"accuracy": overall, "accuracy_labelled_classes": labelled,
+            "accuracy_unlabelled_classes": unlabelled, "nmi": nmi, "ari": ari,
+            "confusion_matrix": np.eye(10, dtype=int).tolist(),
+            "assignment_matrix": np.eye(10, 15, dtype=int).tolist(),
+            "slot_map": list(range(10)) + [-1] * 5}
+
+
+def write_summary(summaries, recipe, seed, heldout, paper=None, val=0.5, model="gmdgm",
+                  epochs=10, seconds=100.0, wall=120.0, samples=False):
+    """A summary folder as sweeps.run files it -> its path."""
+    folder = os.path.join(summaries, f"{recipe}_seed{seed}")
+    os.makedirs(folder)
+    files = {
+        "metrics.json": {"heldout": protocol(*heldout), "paper": protocol(*(paper or heldout)),
+                         "validation": protocol(val, val, val),
+                         "training": {"epochs_run": epochs, "selected_epoch": epochs - 1,
+                                      "seconds": seconds, "seconds_per_epoch_median": 2.0}},
+        "config.json": {"seed": seed, "model": {"name": model},
+                        "optimizer": {"learning_rate": 0.001},
+                        "data": {"source": "mnist", "labelled_classes": [0, 1, 2, 8, 9],
+                                 "labels_per_class": 100, "num_extra_slots": 15},
+                        "train": {"epochs": epochs, "precision": "float32"}},
+        "data_meta.json": {"class_names": [str(c) for c in range(10)],
+                           "labelled_classes": [0, 1, 2, 8, 9]},
+        run.RUNNER_RECORD: {"recipe": recipe, "seed": seed, "attempts": [],
+                            "wall_seconds": wall, "command": "python -m gmdgm_tf.train",
+                            "machine": {"platform": "TestOS", "cpu": "test cpu",
+                                        "cpu_count": 2, "python": "3"}}}
+    for name, obj in files.items():
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+    with open(os.path.join(folder, "history.jsonl"), "w", encoding="utf-8") as f:
+        for epoch in range(1, epochs + 1):
+            f.write(json.dumps({"epoch": epoch, "val_accuracy": val * epoch / epochs}) + "\n")
+    if samples:
+        mpimg.imsave(os.path.join(folder, "samples.png"), np.random.default_rng(seed).random(
+            (20, 30, 3)))
+    return folder
+
+
+@pytest.fixture
+def summaries(tmp_path):
+    """gm: 3 seeds (seed 0 best on test, seed 1 best on validation); m2u: 1 seed."""
+    root = str(tmp_path / "summaries")
+    os.makedirs(root)
+    write_summary(root, "gm", 0, (0.90, 0.95, 0.85), paper=(0.92, 0.95, 0.89), val=0.91,
+                  epochs=10, wall=100.0)
+    write_summary(root, "gm", 1, (0.80, 0.90, 0.70), paper=(0.82, 0.90, 0.74), val=0.93,
+                  epochs=20, wall=200.0, samples=True)
+    write_summary(root, "gm", 2, (0.70, 0.85, None), val=0.80, epochs=30, wall=None)
+    write_summary(root, "m2u", 0, (0.74, 0.86, 0.63), val=0.7, model="m2")
+    os.makedirs(os.path.join(root, "m2u_seed1"))      # no metrics.json: not a finished run
+    return root
+
+
+def test_aggregate_mean_and_sample_sd(summaries):
+    recipes, runs = report.read_runs(summaries, ["m2u", "gm"])
+    assert recipes == ["m2u", "gm"] and [(r["recipe"], r["seed"]) for r in runs] == [
+        ("m2u", 0), ("gm", 0), ("gm", 1), ("gm", 2)]
+    rows = report.aggregate(runs, recipes)
+    by = {(r["recipe"], r["protocol"]): r for r in rows}
+    assert [(r["recipe"], r["protocol"]) for r in rows] == [
+        ("m2u", "heldout"), ("m2u", "paper"), ("gm", "heldout"), ("gm", "paper")]
+    g = by["gm", "heldout"]
+    assert g["n_seeds"] == 3 and g["seeds"] == [0, 1, 2] and g["model"] == "gmdgm"
+    assert g["overall"]["mean"] == pytest.approx(80.0)
+    assert g["overall"]["sd"] == pytest.approx(10.0)           # ddof=1: sqrt(200 / 2)
+    assert g["labelled"]["mean"] == pytest.approx(90.0)
+    assert g["labelled"]["sd"] == pytest.approx(5.0)
+    # a None group accuracy (no test points) is left out, not counted as 0
+    assert g["unlabelled"] == {"mean": pytest.approx(77.5), "sd": pytest.approx(
+        np.std([85.0, 70.0], ddof=1)), "n": 2}
+    assert g["epochs_run"]["mean"] == pytest.approx(20.0) and g["epochs_run"]["sd"] == 10.0
+    assert g["wall_seconds"]["mean"] == pytest.approx(150.0)   # the unknown wall time skipped
+    assert g["train_seconds"]["mean"] == pytest.approx(100.0)
+    assert g["seconds_per_epoch"]["mean"] == pytest.approx(2.0)
+    assert g["nmi"] == {"mean": pytest.approx(0.5), "sd": pytest.approx(0.0), "n": 3}
+    assert g["paper"] == report.PAPER["gmdgm"]
+    assert by["gm", "paper"]["overall"]["mean"] == pytest.approx(np.mean([92, 82, 70]))
+    m2 = by["m2u", "heldout"]   # one seed has no SD; the paper's numbers follow the model
+    assert m2["n_seeds"] == 1 and m2["overall"] == {"mean": pytest.approx(74.0), "sd": None,
+                                                    "n": 1}
+    assert m2["paper"] == report.PAPER["m2"]
+    assert report.format_mean_sd(m2["overall"]) == "74.0 (n/a)"
+    assert report.format_mean_sd(g["overall"]) == "80.0 (10.0)"
+    assert report.format_mean_sd({"mean": None, "sd": None, "n": 0}) == "n/a"
+    assert report.headline(rows)["gm"]["heldout"] == {
+        "overall": "80.0 (10.0)", "labelled": "90.0 (5.0)", "unlabelled": "77.5 (10.6)", "n": 3}
+    assert report.headline(rows)["m2u"]["paper"]["n"] == 1
+    assert g["description"] == ("GM-DGM, lr 0.001, 25 slots, prior rule paper, float32, "
+                                "10 epochs | GM-DGM, lr 0.001, 25 slots, prior rule paper, "
+                                "float32, 20 epochs | GM-DGM, lr 0.001, 25 slots, prior rule "
+                                "paper, float32, 30 epochs")
+
+
+def test_markdown_and_csv_from_hand_made_runs(summaries):
+    recipes, runs = report.read_runs(summaries)
+    assert recipes == ["gm", "m2u"]                 # default: every recipe found, sorted
+    rows = report.aggregate(runs, recipes)
+    text = report.table_markdown(rows, runs, report.machine_line(runs))
+    assert "| gm | heldout | 3 | 90.0 (5.0) | 93.7 (1.9) | 77.5 (10.6) | 87.4 (4.5) " \
+           "| 80.0 (10.0) | 90.7 (2.0) |" in text
+    assert "| m2u | paper | 1 | 86.0 (n/a) | 86.3 (2.2) | 63.0 (n/a) | 63.4 (8.3) " \
+           "| 74.0 (n/a) | 74.3 (4.4) |" in text
+    assert "- `m2u`: M2, lr 0.001, 25 slots, prior rule paper, float32, 10 epochs; seeds 0" \
+        in text
+    assert "| gm | 1 | 93.0 | 90.0 / 70.0 / 80.0 | 82.0 | 0.500 | 20 | 19 | 100 / 200 |" in text
+    assert "ddof=1" in text and "TestOS; test cpu; 2 CPUs (the runs trained on)" in text
+    assert report.PROTOCOL_NOTE in text and "not comparable" not in text
+    flat = report.table_csv_rows(rows)
+    assert len(flat) == 4 and set(flat[0]) == set(report.CSV_FIELDS)
+    g = next(r for r in flat if r["recipe"] == "gm" and r["protocol"] == "heldout")
+    assert (g["overall_mean"], g["overall_sd"], g["paper_overall_mean"]) == (80.0, 10.0, 90.7)
+    assert g["seeds"] == "0 1 2" and g["wall_seconds_mean"] == 150.0
+
+
+def test_best_run_is_chosen_on_validation_never_test(summaries):
+    _, runs = report.read_runs(summaries)
+    best = report.best_runs(runs)
+    # gm seed 0 has the best test accuracy, seed 1 the best validation accuracy
+    assert best["gm"]["seed"] == 1
+    assert best["m2u"]["seed"] == 0
+    tie = [dict(r, seed=s) for s, r in ((5, runs[0]), (2, runs[0]))]
+    assert report.best_runs(tie)["gm"]["seed"] == 2        # ties: the lowest seed
+
+
+def check_png(path):
+    pixels = mpimg.imread(path)
+    assert pixels[..., :3].std() > 0.01, path
+
+
+def test_report_files_and_cli_errors(summaries, tmp_path):
+    out = str(tmp_path / "report")
+    result = report.write_report(summaries, out, ["gm", "m2u"])
+    names = sorted(os.path.basename(p) for p in result["paths"])
+    assert names == ["all_runs.json", "figure2.png", "learning_curves.png", "samples_gm.png",
+                     "table1.csv", "table1.md"]       # m2u's best run has no samples.png
+    for name in ("figure2.png", "learning_curves.png", "samples_gm.png"):
+        check_png(os.path.join(out, name))
+    with open(os.path.join(summaries, "gm_seed1", "samples.png"), "rb") as a, \
+            open(os.path.join(out, "samples_gm.png"), "rb") as b:
+        assert a.read() == b.read()                   # the best-by-validation run's
+    with open(os.path.join(out, "all_runs.json"), encoding="utf-8") as f:
+        everything = json.load(f)
+    assert len(everything["table"]) == 4 and len(everything["runs"]) == 4
+    assert everything["runs"][0]["metrics"]["heldout"]["accuracy"] == 0.90
+    assert everything["runs"][0]["summary"] == os.path.join("..", "summaries", "gm_seed0")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "gmdgm_tf.sweeps.report", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=120,
+                              check=False)
+    os.makedirs(tmp_path / "empty")
+    for args, message in [((f"--summaries={tmp_path / 'nowhere'}",), "no such directory"),
+                          ((f"--summaries={tmp_path / 'empty'}",), "no run summaries"),
+                          ((f"--summaries={summaries}", "--recipes=gm,nope"), "['nope']")]:
+        proc = cli(*args, f"--out={tmp_path / 'cli'}")
+        assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = cli(f"--summaries={summaries}", f"--out={tmp_path / 'cli'}", "--recipes=m2u")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| m2u | heldout | 1 |" in proc.stdout and "| gm |" not in proc.stdout
+
+
+# ------------------------------------------------------------------------ recipes, seeds
+
+
+def test_recipe_parsing_and_bad_input():
+    recipe = run.Recipe.parse(f"m2-u={DIGITS}:smoke,model.name=m2,data.prior_rule=uniform",
+                              common=[("train.epochs", "3")])
+    assert (recipe.name, recipe.config_file, recipe.config_arg) == ("m2-u", DIGITS, "smoke")
+    assert recipe.overrides == (("train.epochs", "3"), ("model.name", "m2"),
+                                ("data.prior_rule", "uniform"))
+    assert run.Recipe.parse(f"gm={DIGITS}").config_arg is None
+    for bad, message in [("gm", "expected NAME="), (f"={DIGITS}", "expected NAME="),
+                         ("gm=", "expected NAME="), (f"g m={DIGITS}", "letters, digits"),
+                         (f"gm={DIGITS},model.name", "not FIELD=VALUE"),
+                         ("gm=configs/nope.py", "not found")]:
+        with pytest.raises(run.SweepError, match=message):
+            run.Recipe.parse(bad)
+
+
+def test_seeds():
+    assert run.parse_seeds("5") == [0, 1, 2, 3, 4]
+    assert run.parse_seeds("1") == [0]
+    assert run.parse_seeds("2-4") == [2, 3, 4] and run.parse_seeds("0-0") == [0]
+    assert run.parse_seeds("3,7") == [3, 7]
+    with pytest.raises(run.SweepError, match="at least 1"):
+        run.parse_seeds("0")
+    for bad in ("", "x", "-1", "4-2", "1-2-3", "3,3", "1,-2", "2.5"):
+        with pytest.raises(run.SweepError):
+            run.parse_seeds(bad)
+
+
+def test_plan_is_seed_major_and_refuses_repeated_names(tmp_path):
+    recipes = [run.Recipe.parse(f"gm={DIGITS}:smoke"),
+               run.Recipe.parse(f"m2={DIGITS}:smoke,model.name=m2")]
+    runs = run.plan(recipes, [0, 1], str(tmp_path))
+    assert [r.name for r in runs] == ["gm_seed0", "m2_seed0", "gm_seed1", "m2_seed1"]
+    assert runs[3].workdir == os.path.join(str(tmp_path), "runs", "m2_seed1")
+    with pytest.raises(run.SweepError, match="repeat"):
+        run.plan([recipes[0], recipes[0]], [0], str(tmp_path))
+
+
+def test_commands_parse_as_the_train_entry_point_does(tmp_path, monkeypatch):
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+    recipe = run.Recipe.parse(f"m2={DIGITS}:smoke,model.name=m2,train.epochs=3",
+                              common=[("train.max_minutes", "0.5")])
+    sweep_run = run.plan([recipe], [3], str(tmp_path))[0]
+    command = sweep_run.command()
+    assert command[:3] == [sys.executable, "-m", "gmdgm_tf.train"]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+    flags.DEFINE_string("workdir", None, "", flag_values=fv)
+    argv = ["train"] + command[3:]
+    monkeypatch.setattr(sys, "argv", argv)   # config_flags reads its overrides there
+    fv(argv)
+    expected = load_config("digits_gmdgm", "smoke")
+    expected.model.name, expected.seed = "m2", 3
+    expected.train.epochs, expected.train.max_minutes = 3, 0.5
+    assert fv.workdir == sweep_run.workdir
+    assert fv.config.to_json() == expected.to_json()
+
+
+# ------------------------------------------------------------------------- end to end
+
+
+def test_sweep_then_report_end_to_end(tmp_path):
+    out, summaries, table = (str(tmp_path / d) for d in ("out", "summaries", "table"))
+
+    def sweep():
+        proc = subprocess.run(
+            [sys.executable, "-m", "gmdgm_tf.sweeps.run", f"--out={out}",
+             f"--summaries={summaries}", f"--recipe=gm={DIGITS}:smoke",
+             f"--recipe=m2={DIGITS}:smoke,model.name=m2", "--seeds=2"],
+            cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def attempts(name):
+        with open(os.path.join(summaries, name, run.RUNNER_RECORD), encoding="utf-8") as f:
+            return json.load(f)["attempts"]
+
+    sweep()
+    names = [f"{r}_seed{s}" for r in ("gm", "m2") for s in (0, 1)]
+    assert sorted(os.listdir(summaries)) == names
+    required = {"config.json", "history.jsonl", "metrics.json", "data_meta.json",
+                run.RUNNER_RECORD}
+    for name in names:
+        files = set(os.listdir(os.path.join(summaries, name)))
+        assert required <= files <= set(run.SUMMARY_FILES), (name, files)   # no weights
+        with open(os.path.join(summaries, name, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        assert (config["model"]["name"], config["seed"]) == (
+            "m2" if name.startswith("m2") else "gmdgm", int(name[-1]))
+        assert len(attempts(name)) == 1
+    assert set(os.listdir(os.path.join(out, "runs", "gm_seed0"))) - set(run.SUMMARY_FILES)
+
+    sweep()                                         # finished runs are not retrained
+    assert all(len(attempts(name)) == 1 for name in names)
+
+    proc = subprocess.run([sys.executable, "-m", "gmdgm_tf.sweeps.report",
+                           f"--summaries={summaries}", f"--out={table}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("table1.md", "table1.csv", "all_runs.json"):
+        assert os.path.getsize(os.path.join(table, name)) > 0, name
+    for name in ("figure2.png", "learning_curves.png"):
+        check_png(os.path.join(table, name))
+    with open(os.path.join(table, "table1.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["recipe"], r["model"], r["protocol"], r["n_seeds"], r["seeds"]) for r in rows] \
+        == [("gm", "gmdgm", "heldout", "2", "0 1"), ("gm", "gmdgm", "paper", "2", "0 1"),
+            ("m2", "m2", "heldout", "2", "0 1"), ("m2", "m2", "paper", "2", "0 1")]
+    for row in rows:
+        metrics = []
+        for seed in (0, 1):
+            with open(os.path.join(summaries, f"{row['recipe']}_seed{seed}", "metrics.json"),
+                      encoding="utf-8") as f:
+                metrics.append(json.load(f))
+        accuracies = [100 * m[row["protocol"]]["accuracy"] for m in metrics]
+        assert float(row["overall_mean"]) == pytest.approx(np.mean(accuracies), abs=1e-4)
+        assert float(row["overall_sd"]) == pytest.approx(np.std(accuracies, ddof=1), abs=1e-4)
+        nmi = [m[row["protocol"]]["nmi"] for m in metrics]
+        assert float(row["nmi_mean"]) == pytest.approx(np.mean(nmi), abs=1e-4)
+        epochs = [m["training"]["epochs_run"] for m in metrics]
+        assert float(row["epochs_run_mean"]) == pytest.approx(np.mean(epochs))
