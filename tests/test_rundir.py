@@ -1,0 +1,69 @@
+"""rundir.py: the run directory's files, their damage and the config diff."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gmdgm_tf import config as config_lib
+from gmdgm_tf import rundir
+
+
+def test_history_append_read_and_lost_epochs(tmp_path):
+    run = rundir.RunDir(str(tmp_path))
+    for epoch in (1, 2, 3):
+        run.append_history({"epoch": epoch, "loss": 1.0 / epoch})
+    assert [r["epoch"] for r in run.history()] == [1, 2, 3]
+    assert [r["epoch"] for r in run.history(upto_epoch=2)] == [1, 2]
+
+
+def test_cut_short_last_history_line_is_dropped_damage_elsewhere_is_named(tmp_path):
+    run = rundir.RunDir(str(tmp_path))
+    path = tmp_path / rundir.HISTORY
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "lo')  # crash mid-append
+    assert [r["epoch"] for r in run.history()] == [1, 2]
+    path.write_text('{"epoch": 1}\ngarbage\n{"epoch": 3}\n')
+    with pytest.raises(rundir.RunDirError, match=r"history.jsonl line 2 is damaged .*--fresh"):
+        run.history()
+
+
+def test_damaged_config_json_is_one_line_error(tmp_path):
+    (tmp_path / rundir.CONFIG).write_text('{"seed": 0, "data": {')
+    with pytest.raises(rundir.RunDirError, match=r"config.json is damaged"):
+        rundir.RunDir(str(tmp_path)).prepare(config_lib.base_config())
+
+
+def test_prepare_refuses_another_experiment_but_not_another_budget(tmp_path):
+    run = rundir.RunDir(str(tmp_path / "w"))
+    config = config_lib.base_config()
+    run.prepare(config)
+    config.train.epochs = 7               # a budget field: the same experiment
+    config.data.dir = "/elsewhere"
+    run.prepare(config)
+    config.optimizer.learning_rate = 1e-3
+    with pytest.raises(rundir.RunDirError, match=r"optimizer.learning_rate: 0.0003 -> 0.001"):
+        run.prepare(config)
+    run.prepare(config, fresh=True)
+    assert json.loads((tmp_path / "w" / rundir.CONFIG).read_text())["optimizer"][
+        "learning_rate"] == 1e-3
+
+
+def test_data_meta_round_trip(tmp_path):
+    meta = rundir.DataMeta("mnist", ["0", "1"], (2, 2), np.array([True, False, True, True]),
+                           (0,), np.array([0.5, 0.25, 0.25]))
+    run = rundir.RunDir(str(tmp_path))
+    run.write_data_meta(meta)
+    back = run.read_data_meta()
+    assert back.dim == 3 and back.image_shape == (2, 2) and back.labelled_classes == (0,)
+    np.testing.assert_array_equal(back.pixel_mask, meta.pixel_mask)
+    np.testing.assert_allclose(back.prior, meta.prior)
+
+
+def test_json_and_history_work_on_another_tf_filesystem():
+    """Every run file goes through tf.io.gfile: TF's in-memory ram:// stands in for gs://."""
+    run = rundir.RunDir("ram://gmdgm_test_run")
+    run.prepare(config_lib.base_config())
+    run.append_history({"epoch": 1})
+    run.write_metrics({"heldout": {"accuracy": 0.5}})
+    assert run.read_config().seed == 0 and run.history() == [{"epoch": 1}]
+    assert run.read_metrics()["heldout"]["accuracy"] == 0.5
