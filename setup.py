@@ -18,6 +18,9 @@ setuptools.setup(
         "tf-keras==2.21.*",  # tensorflow-probability refuses to import without it
         "tensorflow-probability==0.25.*",
         "tensorflow-datasets==4.9.*",
+        # tensorflow-datasets 4.9 imports importlib_resources whenever it downloads or
+        # prepares a dataset (DatasetBuilder.code_path) but declares it only for Python < 3.9
+        "importlib-resources>=6",
         "absl-py>=2.0",
         "ml-collections>=0.1.1",
         "numpy>=1.26",

@@ -4,10 +4,13 @@ user can add callbacks of their own (`train_and_evaluate(..., callbacks=[...])`)
 At the end of an epoch they run in this order, each seeing the logs the earlier ones
 added: EpochTimer (seconds), Validation (val_* metrics, best epoch, best weights),
 Checkpointing (the epoch's checkpoint), HistoryWriter (history.jsonl), TensorBoardScalars,
-Progress (the log line), WallClockBudget. Per step: NonFiniteGuard (stop on NaN/inf,
-naming the terms), Checkpointing (every N steps).
+Progress (the log line), WallClockBudget, PreemptionGuard. Per step: NonFiniteGuard
+(stop on NaN/inf, naming the terms), Checkpointing (every N steps), PreemptionGuard
+(SIGTERM/SIGINT: checkpoint at this step boundary, then stop).
 """
 
+import signal
+import threading
 import time
 
 import keras
@@ -29,6 +32,70 @@ def validation_report(model, split):
         split.y_val, slots, split.num_classes, split.num_slots, split.labelled_classes)
     return evaluation.accuracy_report(split.y_val, slots, slot_map, split.labelled_classes,
                                       split.num_classes)
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on SIGTERM or SIGINT after checkpointing; rerunning resumes it.
+    `exit_code` is 128 + the signal's number, as a shell reports a signalled process."""
+
+    def __init__(self, signum, epoch, step):
+        self.signum, self.exit_code = signum, 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at epoch {epoch + 1} "
+                         f"step {step}; checkpoint saved, rerun the same command to resume")
+
+
+class StopSignals:
+    """While entered (in the main thread): SIGTERM and SIGINT only set `received`, so that
+    training can stop at a step boundary with a checkpoint. A second signal acts at once,
+    as the previous handler would (KeyboardInterrupt for SIGINT, exit for SIGTERM)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received, self.previous = None, {}
+
+    def _handle(self, signum, frame):
+        if self.received is None:
+            self.received = signum
+            logging.warning("%s received: stopping at the next step boundary with a "
+                            "checkpoint (send it again to stop at once)",
+                            signal.Signals(signum).name)
+            return
+        previous = self.previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        raise SystemExit(128 + signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+
+class PreemptionGuard(keras.callbacks.Callback):
+    """Stops training with Interrupted once a StopSignals has received a signal: after the
+    step's checkpoint (mid-epoch) or after the epoch's (at its end). Goes after
+    Checkpointing in the callback list, whose epoch/step it saves."""
+
+    def __init__(self, signals, checkpointing):
+        super().__init__()
+        self.signals, self.checkpointing = signals, checkpointing
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signals.received is not None:
+            c = self.checkpointing
+            c.state.save(c.epoch, c.step)
+            raise Interrupted(self.signals.received, c.epoch, c.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.signals.received is not None:
+            raise Interrupted(self.signals.received, epoch + 1, 0)
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

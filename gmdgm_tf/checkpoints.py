@@ -9,8 +9,13 @@ Keys are the variables' paths inside the model ("q_y_given_x/hidden_0/kernel"), 
 their creation order: adding a weight does not rename the others, and two same-shaped
 weights cannot swap. An optimizer slot is keyed by its variable's key and the slot name.
 A checkpoint whose keys do not match the model (an older format, another architecture)
-is refused with a one-line error rather than half-restored.
+is refused with a one-line error rather than half-restored. An unreadable newest
+checkpoint (truncated, overwritten bytes, a garbage `checkpoint` state file) falls back
+to the newest readable one, with a warning.
 """
+
+import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -80,23 +85,47 @@ class TrainState:
             model=model_keys, optimizer=optimizer_variables(model.optimizer, model_keys),
             trackers=trackers, epoch=self.epoch, step=self.step,
             best_accuracy=self.best_accuracy, best_epoch=self.best_epoch, format=self.format)
+        self.directory = directory
         self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
         self.tracker_values = None
+
+    def saved(self):
+        """Checkpoint prefixes in the directory, newest first (from the files themselves,
+        not the `checkpoint` state file, which a crash or a user may have damaged)."""
+        found = []
+        for path in tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*.index")):
+            number = re.search(r"ckpt-(\d+)\.index$", path)
+            if number:
+                found.append((int(number.group(1)), path[:-len(".index")]))
+        return [path for _, path in sorted(found, reverse=True)]
 
     def restore(self):
         """-> (epoch, step within it) to continue from; (0, 0) for a new run.
 
-        The trackers' saved sums are kept in `tracker_values` for the resumed epoch
-        (fit resets the trackers when an epoch begins; see callbacks.Checkpointing)."""
-        path = self.manager.latest_checkpoint
-        if not path:
+        Tries the newest checkpoint first and falls back to older ones that are readable;
+        raises CheckpointError when none is, or when they do not match the model. The
+        trackers' saved sums are kept in `tracker_values` for the resumed epoch (fit
+        resets the trackers when an epoch begins; see callbacks.Checkpointing)."""
+        candidates = self.saved()
+        if not candidates:
             return 0, 0
-        try:
-            self.manager.checkpoint.restore(path).assert_consumed()
-        except AssertionError as e:
-            raise CheckpointError(
-                f"{path} does not match this model (written by an older gmdgm_tf or another "
-                f"architecture: {str(e).splitlines()[0][:200]}); start over with --fresh") from e
+        for i, path in enumerate(candidates):
+            try:
+                self.manager.checkpoint.restore(path).assert_consumed()
+                break
+            except AssertionError as e:
+                raise CheckpointError(
+                    f"{path} does not match this model (written by an older gmdgm_tf or "
+                    f"another architecture: {str(e).splitlines()[0][:200]}); start over "
+                    "with --fresh") from e
+            except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                if i == len(candidates) - 1:
+                    raise CheckpointError(
+                        f"no readable checkpoint in {self.directory} (the oldest, {path}: "
+                        f"{reason}); start over with --fresh") from e
+                logging.warning("checkpoint %s is unreadable (%s); falling back to %s",
+                                path, reason, candidates[i + 1])
         logging.info("resuming from %s", path)
         self.tracker_values = {v.path: v.numpy() for t in self.model.trackers.values()
                                for v in t.variables}

@@ -171,17 +171,51 @@ def load_idx_dir(directory: str, num_classes: int = 10):
 
 
 def _load_tfds(name: str, data_dir: Optional[str]):
-    import tensorflow_datasets as tfds  # imported lazily: slow, and only this path needs it
+    """TFDS dataset ``name`` -> (train_x, train_y, test_x, test_y); images uint8 [n, h, w].
+
+    ``download`` stays True (TFDS's default) on purpose. When the dataset is already in
+    ``data_dir`` TFDS returns before touching the network, and on a first run with a
+    network it fetches the dataset, which is what this path promises. ``download=False``
+    would turn every first run into an error, and "offline" cannot be told in advance
+    without a network probe of our own. Offline, the failed download is reported below
+    (after urllib3's retries, which take a few minutes).
+    """
     try:
-        (train_x, train_y), (test_x, test_y) = tfds.as_numpy(tfds.load(
-            name, split=["train", "test"], batch_size=-1, as_supervised=True,
-            data_dir=data_dir))
-    except Exception as e:  # pylint: disable=broad-except  # TFDS raises many types
+        import requests  # pylint: disable=import-outside-toplevel  # a TFDS dependency
+        import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # slow
+    except ImportError as e:
+        raise DataError(_tfds_import_error(name, e)) from e
+    try:
+        (train_x, train_y), (test_x, test_y) = (_tfds_arrays(tfds, ds) for ds in tfds.load(
+            name, split=["train", "test"], as_supervised=True, data_dir=data_dir or None))
+    except ImportError as e:  # TFDS imports some dependencies only when a dataset loads
+        raise DataError(_tfds_import_error(name, e)) from e
+    except (requests.RequestException, tfds.download.DownloadError) as e:
         raise DataError(
-            f"could not load TFDS dataset {name!r} ({type(e).__name__}); with no network, "
-            f"set config.data.dir or ${DATA_DIR_ENV} to a directory with the IDX files"
-        ) from e
-    return (train_x[..., 0], train_y.astype(np.int64), test_x[..., 0], test_y.astype(np.int64))
+            f"TFDS dataset {name!r} is not in {data_dir or tfds.core.constants.DATA_DIR} "
+            f"and could not be downloaded ({_first_line(e)}); with no network, set "
+            f"config.data.dir or ${DATA_DIR_ENV} to a directory with the IDX files") from e
+    except Exception as e:  # pylint: disable=broad-except  # TFDS raises many types
+        raise DataError(f"could not load TFDS dataset {name!r}: {_first_line(e)}") from e
+    return train_x, train_y, test_x, test_y
+
+
+def _tfds_arrays(tfds, ds: tf.data.Dataset):
+    # Not tfds.load(batch_size=-1): that pads to info.splits.total_num_examples, or to
+    # sys.maxsize when TFDS lacks split sizes (e.g. tfds.testing.mock_data), which aborts
+    # the process in C++ instead of raising.
+    images, labels = zip(*tfds.as_numpy(ds.batch(10_000)))
+    return np.concatenate(images)[..., 0], np.concatenate(labels).astype(np.int64)
+
+
+def _tfds_import_error(name: str, e: ImportError) -> str:
+    return (f"TensorFlow Datasets cannot load {name!r}: {_first_line(e)} (a module it "
+            "needs is missing; `pip install -e .` installs the dependencies gmdgm_tf declares)")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 def _load_digits(test_size: int, seed: int):

@@ -43,6 +43,9 @@ def training_dataset(split, config, first_epoch, end_epoch, first_step, steps):
         batches = data.epoch_dataset(split, config.data.labelled_batch_size,
                                      config.data.unlabelled_batch_size, config.seed, epoch)
         return (batches.repeat() if config.train.steps_per_epoch else batches).take(steps)
+    # Made eagerly here: made first inside flat_map's trace, the cached tensors would be
+    # that graph's, and the next pipeline (a resumed run's second fit) could not use them.
+    split.training_tensors  # pylint: disable=pointless-statement
     epochs = tf.data.Dataset.range(first_epoch, end_epoch)
     return (epochs.flat_map(one_epoch).skip(first_step).prefetch(2)
             .with_options(data.pipeline_options()))
@@ -71,21 +74,24 @@ def fit(model, split, config, run, state, extra_callbacks=()):
     shared = [callbacks_lib.TensorBoardScalars(run.file(rundir.TENSORBOARD)),
               callbacks_lib.Progress(state, epochs),
               callbacks_lib.WallClockBudget(config.train.max_minutes)]
-    for begin, end, skip in chunks:
-        callbacks = [callbacks_lib.NonFiniteGuard(skip), callbacks_lib.EpochTimer(),
-                     callbacks_lib.Validation(split, run, state),
-                     callbacks_lib.Checkpointing(state, config.train.checkpoint_every_steps,
-                                                 begin, skip),
-                     callbacks_lib.HistoryWriter(run), *shared, *extra_callbacks]
-        # fit splits each global batch across the strategy's replicas. steps_per_epoch
-        # ends each epoch after its last batch: running on into the end of the data
-        # would execute the data-independent state updates of one more step (optimizer
-        # iteration, RNG state) before the input error stops it.
-        model.fit(training_dataset(split, config, begin, end, skip, steps), epochs=end,
-                  initial_epoch=begin, steps_per_epoch=steps - skip, shuffle=False,
-                  verbose=int(config.train.verbose == 1), callbacks=callbacks)
-        if model.stop_training:
-            break
+    with callbacks_lib.StopSignals() as signals:
+        for begin, end, skip in chunks:
+            checkpointing = callbacks_lib.Checkpointing(
+                state, config.train.checkpoint_every_steps, begin, skip)
+            callbacks = [callbacks_lib.NonFiniteGuard(skip), callbacks_lib.EpochTimer(),
+                         callbacks_lib.Validation(split, run, state), checkpointing,
+                         callbacks_lib.HistoryWriter(run), *shared,
+                         callbacks_lib.PreemptionGuard(signals, checkpointing),
+                         *extra_callbacks]
+            # fit splits each global batch across the strategy's replicas.
+            # steps_per_epoch ends each epoch after its last batch: running on into the
+            # end of the data would execute the data-independent state updates of one
+            # more step (optimizer iteration, RNG state) before the input error stops it.
+            model.fit(training_dataset(split, config, begin, end, skip, steps), epochs=end,
+                      initial_epoch=begin, steps_per_epoch=steps - skip, shuffle=False,
+                      verbose=int(config.train.verbose == 1), callbacks=callbacks)
+            if model.stop_training:
+                break
     return steps
 
 
@@ -98,6 +104,7 @@ def train_and_evaluate(config, workdir, fresh=False, export_dir=None, callbacks=
     export.py), by the chief alone under a multi-worker strategy.
     """
     config_lib.validate(config)
+    rundir.check_workdir(workdir)
     # First, before other TF work: multi-worker collectives are configured at start-up.
     strategy = distribute.make_strategy(config.train.strategy, config.train.tpu_address)
     problem = distribute.check_batch_split(
@@ -119,6 +126,16 @@ def train_and_evaluate(config, workdir, fresh=False, export_dir=None, callbacks=
 
     # Multi-worker: only the chief writes the run; the others write alike to a private dir.
     run = rundir.RunDir(distribute.worker_workdir(strategy, workdir))
+    with run.lock():
+        metrics = _train_and_write(config, run, fresh, model, split, strategy, callbacks)
+    logging.info("%s", evaluation.summary_line(metrics))
+    if export_dir and distribute.is_chief(strategy):
+        export.export_run(workdir, export_dir)
+    return metrics
+
+
+def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
+    """Under the workdir's lock: fit, select, evaluate, write the run's files -> metrics."""
     run.prepare(config, fresh)
     # Outside the scope: the epoch/step/best-accuracy counters are host-side bookkeeping
     # (TPUs have no float64); the model and optimizer variables it saves are distributed.
@@ -150,7 +167,4 @@ def train_and_evaluate(config, workdir, fresh=False, export_dir=None, callbacks=
     run.write_metrics(metrics)
     if config.train.figures:  # after metrics.json, so a plotting error loses no results
         plots.write_run_figures(run.path, model, split, metrics, test_slots=test_slots)
-    logging.info("%s", evaluation.summary_line(metrics))
-    if export_dir and distribute.is_chief(strategy):
-        export.export_run(workdir, export_dir)
     return metrics

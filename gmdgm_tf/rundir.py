@@ -15,10 +15,12 @@ JSON files and weights are written to a temporary name and renamed into place, s
 crash leaves the previous version. `load_run` turns a finished workdir back into a model.
 """
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import os
-import shutil
+import socket
 from typing import Optional
 
 import ml_collections
@@ -37,6 +39,7 @@ BEST_WEIGHTS = "best.weights.h5"
 MODEL_WEIGHTS = "model.weights.h5"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"  # held (flock) by the one training that writes the workdir
 FIGURES = ("confusion.png", "assignment.png", "samples.png")
 FINISHED = (CONFIG, DATA_META, METRICS, MODEL_WEIGHTS)  # what load_run needs
 _RUN_FILES = (CONFIG, HISTORY, METRICS, MODEL_WEIGHTS, BEST_WEIGHTS, DATA_META) + FIGURES
@@ -117,6 +120,21 @@ class DataMeta:
                    np.asarray(d["prior"], np.float64))
 
 
+def check_workdir(path):
+    """Refuses, before any data is loaded, a local workdir that cannot be written: one that
+    is a file, lies under a file, or whose nearest existing directory is read-only."""
+    if "://" in path:
+        return
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is" if probe == os.path.abspath(path) else f"lies under {probe}, which is"
+        raise RunDirError(f"workdir {path} {where} a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"workdir {path} cannot be written ({probe} is read-only)")
+
+
 class RunDir:
     """One workdir: every path in it and every read and write of its files."""
 
@@ -125,6 +143,36 @@ class RunDir:
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds workdir/.lock while a training writes the workdir; a second training on it
+        is refused naming the holder. flock: the kernel drops the lock when its process
+        dies, even by kill -9, so a dead run never blocks the next. Object stores (gs://)
+        have no locks: there the user keeps to one writer."""
+        tf.io.gfile.makedirs(self.path)
+        if "://" in self.path:
+            yield
+            return
+        import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only
+        fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise RunDirError(f"workdir {self.path} is in use by another training "
+                              f"({holder or 'unknown process'}); wait for it or use another "
+                              "--workdir") from None
+        os.ftruncate(fd, 0)
+        since = datetime.datetime.now().isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def exists(self, name: str) -> bool:
         return tf.io.gfile.exists(self.file(name))
@@ -257,11 +305,3 @@ def load_run(workdir) -> FinishedRun:
                                precision=config.train.precision, seed=config.seed)
     run.load_weights(model, MODEL_WEIGHTS)
     return FinishedRun(model, config, meta, run.read_metrics())
-
-
-def remove_tree(path):
-    """Deletes a directory on any filesystem (used by --fresh and tests)."""
-    if "://" in path:
-        tf.io.gfile.rmtree(path)
-    else:
-        shutil.rmtree(path, ignore_errors=True)

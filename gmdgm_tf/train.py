@@ -5,8 +5,11 @@ r"""Trains and evaluates one experiment.
       --config.data.dir=../shared/data/mnist --config.train.epochs=3
 
 Any config field can be overridden with --config.<field>=<value>. Rerunning the same
-command on the same workdir resumes an interrupted run; --fresh starts over;
---export_dir=DIR also writes a SavedModel at the end (the chief alone, multi-worker).
+command on the same workdir resumes an interrupted run; --fresh starts over. SIGTERM or
+SIGINT (Ctrl-C) stops training at the next step boundary with a checkpoint and exits
+with 128 + the signal's number (143, 130) and one line saying how to resume. A bad
+config, data or workdir exits with code 2 and one line on stderr. --export_dir=DIR also
+writes a SavedModel at the end (the chief alone, multi-worker).
 """
 
 import os
@@ -40,6 +43,9 @@ def main(argv):
             raise ValueError(f"--export_dir {export_dir} exists and is not empty")
         experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
                                       fresh=flags.FLAGS.fresh, export_dir=export_dir)
+    except callbacks.Interrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except USER_ERRORS as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

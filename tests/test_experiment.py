@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from gmdgm_tf import callbacks, data, experiment, rundir
+from gmdgm_tf import callbacks, checkpoints, data, experiment, rundir
 from conftest import REPO, load_config
 
 
@@ -193,3 +193,119 @@ def test_cli_refuses_non_empty_export_dir_before_training(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "exists and is not empty" in result.stderr
     assert not (tmp_path / "run").exists() and (export_dir / "keep.txt").exists()
+
+
+# ------------------------------------------------------------------- reliability
+
+
+def _start(workdir, *overrides):
+    return subprocess.Popen(_train_cmd(workdir, *RESUME_OVERRIDES, *overrides), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_epochs(proc, workdir, epochs, timeout=180):
+    history = workdir / "history.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and history.read_text().count("\n") >= epochs:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{workdir}: {epochs} epochs not reached")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_checkpoint_exit_and_resume_exactly(tmp_path, signum):
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(reference, *RESUME_OVERRIDES), cwd=REPO, check=True,
+                   capture_output=True)
+    workdir = tmp_path / "stopped"
+    proc = _start(workdir)
+    _wait_for_epochs(proc, workdir, 2)
+    time.sleep(0.3)  # into epoch 3
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped: interrupted by {signal.Signals(signum).name} at epoch")
+    assert "rerun the same command to resume" in last and "Traceback" not in stderr
+    assert not (workdir / "metrics.json").exists()
+    assert not list(workdir.glob("*.tmp*")), "no half-written file is left"
+
+    rerun = subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
+                           capture_output=True, text=True, check=True)
+    assert "resuming from" in rerun.stderr
+    final, expected = read_json(workdir / "metrics.json"), read_json(reference / "metrics.json")
+    final.pop("training"), expected.pop("training")
+    assert final == expected
+
+
+def test_one_training_per_workdir_and_a_dead_holder_does_not_block(tmp_path):
+    workdir = tmp_path / "run"
+    first = _start(workdir, "--config.train.epochs=500")  # still running when checked
+    _wait_for_epochs(first, workdir, 1)
+    second = subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
+                            capture_output=True, text=True)
+    assert first.poll() is None, "the first training ended before the check"
+    assert second.returncode == 2
+    line = second.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: workdir {workdir} is in use by another training (pid "
+                           f"{first.pid} on ")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    third = subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES, "--config.train.epochs=500",
+                                      "--config.train.max_minutes=0.01"), cwd=REPO,
+                           capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "resuming from" in third.stderr and (workdir / "metrics.json").exists()
+
+
+def _corrupt_newest(checkpoints, how):
+    newest = max(checkpoints.glob("ckpt-*.index"), key=lambda p: int(p.stem.split("-")[1]))
+    data = next(checkpoints.glob(newest.stem + ".data-*"))
+    if how == "truncated data":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif how == "overwritten bytes":
+        raw = bytearray(data.read_bytes())
+        raw[100:400] = b"\x07" * 300
+        data.write_bytes(bytes(raw))
+    elif how == "truncated index":
+        newest.write_bytes(newest.read_bytes()[:20])
+    elif how == "garbage state file":
+        (checkpoints / "checkpoint").write_text("garbage ###")
+    return newest.stem
+
+
+@pytest.mark.parametrize("how", ["truncated data", "overwritten bytes", "truncated index",
+                                 "garbage state file"])
+def test_damaged_checkpoints_fall_back_to_the_last_good_one(tmp_path, how):
+    workdir = tmp_path / "run"
+    config = tiny_digits(epochs=3, steps_per_epoch=4, checkpoint_every_steps=0)
+    experiment.train_and_evaluate(config, str(workdir))
+    (workdir / "metrics.json").unlink()
+    _corrupt_newest(workdir / "checkpoints", how)
+    config.train.epochs = 4
+    metrics = experiment.train_and_evaluate(config, str(workdir))
+    history = [json.loads(l)["epoch"] for l in open(workdir / "history.jsonl", encoding="utf-8")]
+    # a damaged state file still finds the newest checkpoint; a damaged newest one falls
+    # back to the epoch before and retrains from there
+    assert history == [1, 2, 3, 4] and metrics["training"]["epochs_run"] == 4
+
+
+def test_no_readable_checkpoint_is_refused_in_one_line(tmp_path):
+    workdir = tmp_path / "run"
+    config = tiny_digits(epochs=1, steps_per_epoch=2, checkpoint_every_steps=0)
+    experiment.train_and_evaluate(config, str(workdir))
+    for data_file in (workdir / "checkpoints").glob("*.data-*"):
+        data_file.write_bytes(b"")
+    config.train.epochs = 2
+    with pytest.raises(checkpoints.CheckpointError, match="no readable checkpoint .*--fresh"):
+        experiment.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.parametrize("layout", ["file", "under a file"])
+def test_unwritable_workdir_is_refused_before_loading_data(tmp_path, layout):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    workdir = blocker if layout == "file" else blocker / "run"
+    with pytest.raises(rundir.RunDirError, match="a file, not a directory"):
+        experiment.train_and_evaluate(tiny_digits(), str(workdir))
