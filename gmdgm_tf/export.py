@@ -10,13 +10,13 @@ TensorFlow (no gmdgm_tf, Keras model code or TensorFlow Probability):
   m.classify(images)["label"]                      # Python call, any accepted input form
   m.signatures["classify"](images=images)          # serving signature (float32 [N, H, W])
 
-Images go in as the dataset gives them; every function accepts four forms, traced at
-export time: dtype uint8 or float32, shape [N, H, W] or [N, H, W, 1] (H, W = the training
-images, 28 x 28 for MNIST, 8 x 8 for digits). float32 input must already be in [0, 1];
-uint8 input is divided by `uint8_divisor` (255 for MNIST-like sources, 16 for
-scikit-learn's digits, whose raw pixels are 0..16). Scaling, range / NaN checks and the
-pixel filter all run inside the graph. The named SavedModel signatures (for TF Serving
-or `saved_model_cli`) take the rank-3 forms: `<name>` float32 and `<name>_uint8` uint8.
+Images go in as the dataset gives them, [N, H, W] or [N, H, W, 1] (H, W = the training
+images, 28 x 28 for MNIST, 8 x 8 for digits): float16/32/64 in [0, 1], or uint8/int32/int64
+in the raw scale 0..`uint8_divisor` (255 for MNIST-like sources, 16 for scikit-learn's
+digits). Shape, NaN/Inf and range are checked, one clear message per bad input, and the
+images scaled and filtered inside the graph (gmdgm_tf.export_inputs lists what is accepted
+and how errors read). The named SavedModel signatures (for TF Serving or
+`saved_model_cli`) take the rank-3 forms: `<name>` float32 and `<name>_uint8` uint8.
 
 Functions (dicts of named tensors out, documented with shapes on InferenceModule's
 methods): classify, cluster, embed, reconstruct, and sample (the only random one, a pure
@@ -40,6 +40,7 @@ from absl import app, flags, logging
 
 import gmdgm_tf
 from gmdgm_tf import rundir
+from gmdgm_tf.export_inputs import check_images, image_specs
 
 METADATA_FILE = "gmdgm_export.json"
 FORMAT = "gmdgm_tf.export/1"
@@ -64,19 +65,12 @@ def uint8_divisor(source):
     return UINT8_DIVISOR.get(source, DEFAULT_UINT8_DIVISOR)
 
 
-def image_specs(image_shape):
-    """The four accepted input forms: {uint8, float32} x {[N, H, W], [N, H, W, 1]}."""
-    height, width = image_shape
-    return [tf.TensorSpec(shape, dtype, name="images")
-            for dtype in (tf.float32, tf.uint8)
-            for shape in ([None, height, width], [None, height, width, 1])]
-
-
 class InferenceModule(tf.Module):
     """The exported object, shaped like TF Model Garden's ExportModule: `__init__` checks
     the arguments and stores the state; the serving functions are tf.function methods
-    (traced in `__init__` for the four image forms) built on plain methods for pre- and
-    postprocessing.
+    (traced in `__init__` for every input form) built on plain methods for pre- and
+    postprocessing. Each runs `preprocess`, then a private tf.function on the pixels
+    (`_classify`, ...) traced once for all forms, so the network graphs are saved once.
 
     model: a trained DeepGenerativeModel, kept in an untracked plain object so that the
     SavedModel holds the graphs and only the variables they read (`model_variables`), not
@@ -136,29 +130,16 @@ class InferenceModule(tf.Module):
         self.model_variables = list(captured.values())
 
     def preprocess(self, images):
-        """images [N, H, W] or [N, H, W, 1], uint8 (0..divisor) or float32 in [0, 1], ->
-        [N, kept] float32 in [0, 1], the pixels the model takes; range and NaN checked."""
-        if images.shape.rank == 4:
-            images = images[..., 0]
-        if images.dtype == tf.uint8:
-            x = tf.cast(images, tf.float32)
-            checks = [tf.debugging.assert_less_equal(
-                x, self.uint8_divisor,
-                message=f"uint8 images must be in 0..{self._divisor:g} for this dataset")]
-            with tf.control_dependencies(checks):
-                x = x / self.uint8_divisor
-        else:
-            # NaN also fails the range checks, so they wait for the finiteness check and
-            # a NaN is reported as such.
-            images = tf.debugging.assert_all_finite(images, "images contain NaN or Inf")
-            checks = [
-                tf.debugging.assert_greater_equal(
-                    images, 0.0, message="float32 images must be in [0, 1] (got < 0)"),
-                tf.debugging.assert_less_equal(
-                    images, 1.0, message="float32 images must be in [0, 1] (got > 1)")]
-            with tf.control_dependencies(checks):
-                x = tf.identity(images)
-        flat = tf.reshape(x, [-1, self._height * self._width])
+        """images (an accepted form, see gmdgm_tf.export_inputs) -> [N, kept] float32 in
+        [0, 1], the pixels the model takes, once `check_images` has passed."""
+        check = check_images(images, self._height, self._width, self.uint8_divisor)
+        with tf.control_dependencies([check]):
+            x = tf.cast(tf.identity(images), tf.float32)
+        if images.dtype.is_integer:
+            x = x / self.uint8_divisor
+        # The row length is read from a variable: shape inference, which runs into this
+        # graph when a caller's shape is known ([2, 7, 7]), cannot fail before the check.
+        flat = tf.reshape(x, tf.stack([-1, tf.reduce_prod(self.image_shape)]))
         return tf.gather(flat, self._kept, axis=1)
 
     def unfilter(self, x):
@@ -180,7 +161,11 @@ class InferenceModule(tf.Module):
         label [N] int32, slot_probs [N, S], slot [N] int32 (argmax slot), slot_class [N]
         int32 (the class the argmax slot is named after, -1 if unnamed: the
         cluster-and-label prediction that metrics.json scores)."""
-        logits, slot = self._q_y(self.preprocess(images))
+        return self._classify(self.preprocess(images))
+
+    @tf.function(autograph=False)
+    def _classify(self, x):
+        logits, slot = self._q_y(x)
         log_slot_probs = tf.nn.log_softmax(logits)
         # log sum_{s named c} p(s|x) per class, -inf for a class with no slot; the softmax
         # over classes drops the unnamed slots' mass and renormalises.
@@ -194,13 +179,20 @@ class InferenceModule(tf.Module):
     @tf.function(autograph=False)
     def cluster(self, images):
         """images -> slot_probs [N, S] (q(y|x)), slot [N] int32 (its argmax)."""
-        logits, slot = self._q_y(self.preprocess(images))
+        return self._cluster(self.preprocess(images))
+
+    @tf.function(autograph=False)
+    def _cluster(self, x):
+        logits, slot = self._q_y(x)
         return {"slot_probs": tf.nn.softmax(logits), "slot": slot}
 
     @tf.function(autograph=False)
     def embed(self, images):
         """images -> z_mean [N, Z], z_scale [N, Z] of q(z|x,y) at the argmax slot; slot [N]."""
-        x = self.preprocess(images)
+        return self._embed(self.preprocess(images))
+
+    @tf.function(autograph=False)
+    def _embed(self, x):
         _, slot = self._q_y(x)
         q_z = self._keras.model.q_z_given_xy(x, tf.one_hot(slot, self._num_slots)[:, None])
         return {"z_mean": tf.convert_to_tensor(q_z.distribution.loc[:, 0]),
@@ -211,7 +203,10 @@ class InferenceModule(tf.Module):
         """images -> reconstruction [N, H, W] (mean of p(x|y,z) at the argmax slot and the
         mean of q(z|x,y); Bernoulli probabilities, 0 where pixels were filtered out),
         slot [N] int32."""
-        x = self.preprocess(images)
+        return self._reconstruct(self.preprocess(images))
+
+    @tf.function(autograph=False)
+    def _reconstruct(self, x):
         return {"reconstruction": self.unfilter(self._keras.model.reconstruct(x)),
                 "slot": self._q_y(x)[1]}
 
@@ -231,7 +226,7 @@ class InferenceModule(tf.Module):
 
     def serving_signatures(self):
         """{signature key: concrete function}: rank-3 float32 `<name>`, uint8 `<name>_uint8`."""
-        float_spec, _, uint8_spec, _ = image_specs((self._height, self._width))
+        float_spec, uint8_spec = image_specs((self._height, self._width))[:2]
         signatures = {}
         for name in IMAGE_FUNCTIONS:
             function = getattr(self, name)

@@ -3,19 +3,24 @@ r"""Predictions from an exported model (gmdgm_tf.export), with TensorFlow alone.
   python -m gmdgm_tf.predict --export_dir=exports/digits --images=x.npy
   python -m gmdgm_tf.predict --export_dir=DIR --images=digit.png --output=pred.json
   python -m gmdgm_tf.predict --export_dir=DIR --images=pngs/ --output=pred.csv
+  python -m gmdgm_tf.predict --export_dir=DIR --images=photo.jpg --output=pred.jsonl
 
---images is a .npy array or a PNG file or a directory of PNG files (*.png, sorted by
-name). A .npy holds [N, H, W], [N, H, W, 1] or one [H, W] image, uint8 in the dataset's
-raw scale (0..255; 0..16 for digits) or float in [0, 1]. PNGs may be gray, gray+alpha,
-RGB or RGBA, 8 or 16 bit; they are converted to grayscale (alpha ignored) and read as
+--images is a .npy array, a PNG or JPEG file, or a directory of them (*.png, *.jpg,
+*.jpeg, sorted by name). A .npy holds [N, H, W], [N, H, W, 1] or one [H, W] image, as
+uint8, int32 or int64 in the dataset's raw scale (0..255; 0..16 for digits) or as float16,
+float32 or float64 in [0, 1] -- the dtypes the export's Python functions accept
+(gmdgm_tf.export_inputs); other dtypes, other shapes (rank 5, 3 channels, ...), NaN/Inf
+and values out of range are refused. PNGs may be gray, gray+alpha, RGB or RGBA, 8 or 16
+bit, JPEGs gray or RGB; they are converted to grayscale (alpha ignored) and read as
 0 = 0.0 .. max = 1.0 whatever the dataset, so a digits PNG is drawn 0..255 like MNIST.
 Images must look like the training data (MNIST: white digit on black).
 
-Output (JSON to stdout without --output; .json or .csv by the --output extension): per
-image its id (index or file name), label and class_name (argmax of the class
-probabilities), probs over the classes, slot (argmax slot of q(y|x)) and slot_class (the
-class that slot is named after, -1 if unnamed). Shape, dtype and range are checked before
-the model runs; a bad input is a one-line error and exit status 2.
+Output (JSON to stdout without --output; .json, .jsonl or .csv by the --output
+extension): per image its id (index or file name), label and class_name (argmax of the
+class probabilities), probs over the classes, slot (argmax slot of q(y|x)) and slot_class
+(the class that slot is named after, -1 if unnamed). JSON has one line per image; JSON
+Lines (.jsonl) holds just those per-image objects. Shape, dtype and range are checked
+before the model runs; a bad input is a one-line error and exit status 2.
 
 This file imports only TensorFlow, NumPy and absl (never gmdgm_tf's models or TensorFlow
 Probability), so it can be copied next to an export and run on a serving machine.
@@ -33,6 +38,11 @@ from absl import app, flags
 
 METADATA_FILE = "gmdgm_export.json"  # written by gmdgm_tf.export
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+OUTPUT_EXTENSIONS = (".json", ".jsonl", ".csv")
+INTEGER_DTYPES = ("uint8", "int32", "int64")  # those gmdgm_tf.export_inputs accepts
+FLOAT_DTYPES = ("float16", "float32", "float64")
 DEFAULT_BATCH = 1000
 
 
@@ -53,17 +63,21 @@ def load_metadata(export_dir):
 # ------------------------------------------------------------------------------ inputs
 
 
-def read_png(path):
-    """One PNG -> [H, W] float32 in [0, 1], grayscale."""
+def read_image(path):
+    """One PNG or JPEG (by extension) -> [H, W] float32 in [0, 1], grayscale."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     with open(path, "rb") as f:
         raw = f.read()
-    if not raw.startswith(PNG_SIGNATURE) or len(raw) < 25:
+    png = path.lower().endswith(".png")
+    if png and (not raw.startswith(PNG_SIGNATURE) or len(raw) < 25):
         raise PredictError(f"{path} is not a PNG file")
-    bit_depth = raw[24]  # IHDR: 8-byte signature, 8-byte chunk header, 8 bytes of size
-    dtype, top = (tf.uint16, 65535.0) if bit_depth == 16 else (tf.uint8, 255.0)
-    try:
-        image = tf.io.decode_png(raw, channels=0, dtype=dtype)
+    if not png and not raw.startswith(JPEG_SIGNATURE):
+        raise PredictError(f"{path} is not a JPEG file")
+    # PNG IHDR: 8-byte signature, 8-byte chunk header, 8 bytes of size, then the bit depth.
+    dtype, top = (tf.uint16, 65535.0) if png and raw[24] == 16 else (tf.uint8, 255.0)
+    try:  # a JPEG is decoded straight to gray (libjpeg: the luma of RGB)
+        image = (tf.io.decode_png(raw, channels=0, dtype=dtype) if png
+                 else tf.io.decode_jpeg(raw, channels=1))
     except tf.errors.InvalidArgumentError as e:
         raise PredictError(f"cannot decode {path}: {e.message.splitlines()[0]}") from e
     image = tf.cast(image, tf.float32) / top
@@ -78,20 +92,20 @@ def read_png(path):
 def read_images(path):
     """--images -> (ids [N] str, images array as stored: [N, H, W(, 1)] or [H, W])."""
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith(".png"))
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
-            raise PredictError(f"directory {path} holds no .png files")
-        images = [read_png(os.path.join(path, n)) for n in names]
+            raise PredictError(f"directory {path} holds no .png, .jpg or .jpeg files")
+        images = [read_image(os.path.join(path, n)) for n in names]
         shapes = sorted({im.shape for im in images})
         if len(shapes) > 1:
             odd = next(n for n, im in zip(names, images) if im.shape != images[0].shape)
-            raise PredictError(f"PNGs in {path} differ in size: {names[0]} is "
+            raise PredictError(f"images in {path} differ in size: {names[0]} is "
                                f"{images[0].shape[1]}x{images[0].shape[0]}, {odd} is not")
         return names, np.stack(images)
     if not os.path.isfile(path):
         raise PredictError(f"--images {path} does not exist")
-    if path.lower().endswith(".png"):
-        return [os.path.basename(path)], read_png(path)[None]
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        return [os.path.basename(path)], read_image(path)[None]
     if path.lower().endswith(".npy"):
         try:
             images = np.load(path, allow_pickle=False)
@@ -99,33 +113,39 @@ def read_images(path):
             raise PredictError(f"cannot read {path}: {e}") from e
         if images.ndim == 2:
             images = images[None]
-        return [str(i) for i in range(len(images))], images
-    raise PredictError(f"--images {path}: give a .npy file, a .png file or a directory of PNGs")
+        return [str(i) for i in range(images.shape[0] if images.ndim else 0)], images
+    raise PredictError(f"--images {path}: give a .npy file, a .png or .jpg file or a "
+                       "directory of them")
 
 
 def check_images(images, metadata, source="images"):
-    """Shape, dtype and range against the export -> array the model accepts (raises
-    PredictError with one line otherwise)."""
+    """Shape, dtype and range against the export, as the export's own in-graph check does
+    (gmdgm_tf.export_inputs; [H, W] is read as one image before) -> array the model
+    accepts; raises PredictError with one line otherwise."""
     height, width = metadata["image_shape"]
     divisor = metadata["uint8_divisor"]
-    expected = f"[N, {height}, {width}], [N, {height}, {width}, 1] or [{height}, {width}]"
-    shape = tuple(images.shape)
-    if not (len(shape) == 3 and shape[1:] == (height, width)
-            or len(shape) == 4 and shape[1:] == (height, width, 1)):
-        raise PredictError(f"{source} have shape {list(shape)}; this model ({metadata['dataset']}) "
-                           f"takes {expected}")
-    if images.dtype == np.uint8:
-        if images.size and images.max() > divisor:
-            raise PredictError(
-                f"{source}: uint8 values must be in 0..{divisor:g} for {metadata['dataset']} "
-                f"(max is {images.max()}); or give float in [0, 1]")
-        return images
-    if not np.issubdtype(images.dtype, np.floating):
-        raise PredictError(f"{source} have dtype {images.dtype}; give uint8 (0..{divisor:g}) "
-                           "or float in [0, 1]")
-    images = images.astype(np.float32)
+    shape = list(images.shape)
+    if images.ndim not in (3, 4) or shape[1:3] != [height, width]:
+        raise PredictError(
+            f"{source} have shape {shape}; this model ({metadata['dataset']}) takes "
+            f"[N, {height}, {width}], [N, {height}, {width}, 1] or [{height}, {width}]")
+    if images.ndim == 4 and shape[3] != 1:
+        raise PredictError(f"{source} have {shape[3]} channels (shape {shape}); this model "
+                           "takes grayscale images, 1 channel")
+    scale = f"0..{divisor:g} for {metadata['dataset']}"
+    if images.dtype.name in INTEGER_DTYPES:
+        low, high = (images.min(), images.max()) if images.size else (0, 0)
+        if low < 0 or high > divisor:
+            raise PredictError(f"{source}: {images.dtype.name} values must be in {scale} "
+                               f"(min {low}, max {high}); or give float in [0, 1]")
+        return images.astype(images.dtype.name, copy=False)  # native byte order for TF
+    if images.dtype.name not in FLOAT_DTYPES:
+        raise PredictError(f"{source} have dtype {images.dtype}; give {'/'.join(INTEGER_DTYPES)}"
+                           f" in {scale} or {'/'.join(FLOAT_DTYPES)} in [0, 1]")
     if not np.all(np.isfinite(images)):
         raise PredictError(f"{source} contain {int(np.sum(~np.isfinite(images)))} NaN/Inf values")
+    with np.errstate(over="ignore"):  # range checked as float32, as the export does
+        images = images.astype(np.float32)
     if images.size and (images.min() < 0 or images.max() > 1):
         raise PredictError(f"{source}: float values must be in [0, 1] (min {images.min():.4g}, "
                            f"max {images.max():.4g})")
@@ -146,19 +166,19 @@ def predict(export_dir, images_path, batch_size=DEFAULT_BATCH):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     module = tf.saved_model.load(export_dir)
     outputs = {k: [] for k in ("probs", "label", "slot", "slot_class")}
-    try:
-        for start in range(0, len(images), batch_size):
+    try:  # at least one call, so that no images give empty outputs of the right shapes
+        for start in range(0, max(len(images), 1), batch_size):
             result = module.classify(images[start:start + batch_size])
             for k, values in outputs.items():
                 values.append(result[k].numpy())
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
         message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-        lines = [line for line in message.splitlines() if "assertion failed" in line]
-        raise PredictError(f"the model rejected the images: "
-                           f"{(lines or message.splitlines() or [''])[0].strip()}") from e
-    if not images.shape[0]:
-        outputs = {"probs": [np.zeros((0, len(metadata["class_names"])))],
-                   **{k: [np.zeros(0, int)] for k in ("label", "slot", "slot_class")}}
+        lines = [line.strip() for line in message.splitlines() if line.strip()] or [""]
+        # The export's own check reads "assertion failed: [<message>]" after TF's preamble.
+        prefix = "assertion failed: ["
+        line = next((x[len(prefix):].removesuffix("]") for x in lines if x.startswith(prefix)),
+                    lines[0])
+        raise PredictError(f"the model rejected the images: {line}") from e
     arrays = {k: np.concatenate(v) for k, v in outputs.items()}
     names = metadata["class_names"]
     predictions = [{
@@ -173,28 +193,39 @@ def predict(export_dir, images_path, batch_size=DEFAULT_BATCH):
 
 
 def check_output(output):
-    """Validates --output before anything runs -> its extension (.json or .csv)."""
+    """Validates --output before anything runs -> its extension (.json, .jsonl or .csv)."""
     ext = os.path.splitext(output)[1].lower()
-    if ext not in (".json", ".csv"):
-        raise PredictError(f"--output {output}: the extension must be .json or .csv")
+    if ext not in OUTPUT_EXTENSIONS:
+        raise PredictError(f"--output {output}: the extension must be .json, .jsonl or .csv")
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise PredictError(f"--output {output}: directory {directory} does not exist")
     return ext
 
 
+def to_json(result):
+    """`result` as JSON text, one line per prediction."""
+    fields = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in result.items()
+              if k != "predictions"]
+    rows = ",\n".join(f"  {json.dumps(p)}" for p in result["predictions"])
+    fields.append(f' "predictions": [\n{rows}\n ]' if rows else ' "predictions": []')
+    return "{\n" + ",\n".join(fields) + "\n}\n"
+
+
 def write_output(result, output):
-    """Writes `result` as JSON or CSV (by extension) atomically; None -> JSON on stdout."""
+    """Writes `result` as JSON, JSON Lines or CSV (by extension) atomically; None -> JSON
+    on stdout."""
     if not output:
-        json.dump(result, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        sys.stdout.write(to_json(result))
         return
     ext = check_output(output)
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             if ext == ".json":
-                json.dump(result, f, indent=1)
+                f.write(to_json(result))
+            elif ext == ".jsonl":
+                f.writelines(json.dumps(p) + "\n" for p in result["predictions"])
             else:
                 writer = csv.writer(f)
                 writer.writerow(["id", "label", "class_name", "slot", "slot_class"]
@@ -213,9 +244,9 @@ def write_output(result, output):
 
 def define_flags():
     flags.DEFINE_string("export_dir", None, "Directory written by gmdgm_tf.export.")
-    flags.DEFINE_string("images", None, ".npy file, .png file or directory of .png files.")
-    flags.DEFINE_string("output", None, "Write predictions to this .json or .csv file "
-                        "(default: JSON on stdout).")
+    flags.DEFINE_string("images", None, ".npy file, .png/.jpg file or a directory of them.")
+    flags.DEFINE_string("output", None, "Write predictions to this .json, .jsonl or .csv "
+                        "file (default: JSON on stdout).")
     flags.DEFINE_integer("batch_size", DEFAULT_BATCH, "Images per model call.")
     flags.mark_flags_as_required(["export_dir", "images"])
 

@@ -268,36 +268,106 @@ def test_export_reproduces_the_heldout_accuracy(run):
     assert abs(accuracy - run.metrics["heldout"]["accuracy"]) <= 1 / len(run.raw.test_y)
 
 
+def test_float64_float16_int32_int64_give_the_float32_predictions(run):
+    """numpy's default float64, float16 and int32/int64 in the raw scale are accepted by
+    every function (digits pixels k/16 are exact in each), rank 3 or 4."""
+    x, x8 = run.images, run.images_uint8
+    forms = {"float64": x.astype(np.float64), "float16": x.astype(np.float16)[..., None],
+             "int32": x8.astype(np.int32)[..., None], "int64": x8.astype(np.int64)}
+    for name in export.IMAGE_FUNCTIONS:
+        function = getattr(run.loaded, name)
+        want = function(x)
+        for form, images in forms.items():
+            got = function(images)
+            for k in want:
+                np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7,
+                                           err_msg=f"{name} {form} {k}")
+
+
+def test_empty_batches_give_empty_outputs_in_every_form(run):
+    z = run.model.z_dim
+    shapes = {"classify": {"probs": (0, 10), "label": (0,), "slot_probs": (0, 15),
+                           "slot": (0,), "slot_class": (0,)},
+              "cluster": {"slot_probs": (0, 15), "slot": (0,)},
+              "embed": {"z_mean": (0, z), "z_scale": (0, z), "slot": (0,)},
+              "reconstruct": {"reconstruction": (0, 8, 8), "slot": (0,)}}
+    for images in (np.zeros((0, 8, 8)), np.zeros((0, 8, 8, 1), np.uint8),
+                   np.zeros((0, 8, 8), np.int32), np.zeros((0, 8, 8, 1), np.float16)):
+        for name, want in shapes.items():
+            got = getattr(run.loaded, name)(images)
+            assert {k: tuple(v.shape) for k, v in got.items()} == want, (name, images.dtype)
+
+
+def _with(value, where, dtype, fill=0.5):
+    images = np.full((2, 8, 8), fill, dtype)
+    images[where] = value
+    return images
+
+
+BATCH = "images must be a batch [N, 8, 8] or [N, 8, 8, 1]"
+# case: (images, the message; TF shows it as the first line "assertion failed: [<message>]")
 BAD_IMAGES = {
-    "size": (np.zeros((2, 7, 7), np.float32), ValueError, "matching concrete function"),
-    "rank": (np.zeros((2, 64), np.float32), ValueError, "matching concrete function"),
-    "channels": (np.zeros((2, 8, 8, 3), np.float32), ValueError, "matching concrete function"),
-    "float64": (np.zeros((2, 8, 8)), ValueError, "matching concrete function"),
-    "int32": (np.zeros((2, 8, 8), np.int32), ValueError, "matching concrete function"),
-    "nan": (np.full((2, 8, 8), np.nan, np.float32), tf.errors.InvalidArgumentError,
-            "NaN or Inf"),
-    "inf": (np.full((2, 8, 8), np.inf, np.float32), tf.errors.InvalidArgumentError,
-            "NaN or Inf"),
-    "above_1": (np.full((2, 8, 8), 1.5, np.float32), tf.errors.InvalidArgumentError,
-                r"must be in \[0, 1\]"),
-    "below_0": (np.full((2, 8, 8), -0.1, np.float32), tf.errors.InvalidArgumentError,
-                r"must be in \[0, 1\]"),
-    "uint8_above_16": (np.full((2, 8, 8), 17, np.uint8), tf.errors.InvalidArgumentError,
-                       r"0\.\.16"),
+    "one_image_rank2": (np.zeros((8, 8), np.float32), f"{BATCH} (got shape [8, 8])"),
+    "flat_rank2": (np.zeros((2, 64), np.float64), f"{BATCH} (got shape [2, 64])"),
+    "rank5": (np.zeros((2, 8, 8, 1, 1), np.uint8), f"{BATCH} (got shape [2, 8, 8, 1, 1])"),
+    "scalar": (np.float32(0.5), f"{BATCH} (got shape [])"),
+    "size": (np.zeros((2, 7, 7), np.float32),
+             "images must be 8 x 8 pixels like the training images (got shape [2, 7, 7])"),
+    "size_empty_int64": (np.zeros((0, 8, 9), np.int64),
+                         "images must be 8 x 8 pixels like the training images "
+                         "(got shape [0, 8, 9])"),
+    "3_channels": (np.zeros((2, 8, 8, 3), np.float32),
+                   "images must have 1 channel (grayscale) (got shape [2, 8, 8, 3])"),
+    "3_channels_nan": (np.full((1, 8, 8, 3), np.nan, np.float32),  # shape comes first
+                       "images must have 1 channel (grayscale) (got shape [1, 8, 8, 3])"),
+    "3_channels_uint8_255": (np.full((1, 8, 8, 3), 255, np.uint8),
+                             "images must have 1 channel (grayscale) (got shape [1, 8, 8, 3])"),
+    "nan": (np.full((2, 8, 8), np.nan, np.float32), "images contain 128 NaN or Inf values"),
+    "inf_float64": (_with(np.inf, (1, 2), np.float64), "images contain 8 NaN or Inf values"),
+    "nan_float16": (_with(np.nan, (0, 0, 0), np.float16), "images contain 1 NaN or Inf values"),
+    "above_1": (_with(1.5, (0, 3), np.float32),
+                "float32 images must be in [0, 1] (got min 0.5, max 1.5)"),
+    "below_0_float64": (_with(-0.25, (1, 1, 1), np.float64),
+                        "float64 images must be in [0, 1] (got min -0.25, max 0.5)"),
+    "above_1_float16": (_with(2, (1,), np.float16),
+                        "float16 images must be in [0, 1] (got min 0.5, max 2)"),
+    "beyond_float32": (_with(1e300, (0,), np.float64),  # Inf as float32, but not NaN/Inf
+                       "float64 images must be in [0, 1] (got min 0.5, max 1e+300)"),
+    "uint8_above_16": (_with(17, (0,), np.uint8, fill=3),
+                       "uint8 images must be in 0..16 for this model (got min 3, max 17)"),
+    "int32_negative": (_with(-1, (0,), np.int32, fill=3),
+                       "int32 images must be in 0..16 for this model (got min -1, max 3)"),
+    "int64_above_16": (_with(255, (1,), np.int64, fill=16),
+                       "int64 images must be in 0..16 for this model (got min 16, max 255)"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_IMAGES))
-def test_bad_images_are_rejected(run, case):
-    images, error, message = BAD_IMAGES[case]
+def test_bad_images_get_one_clear_message(run, case):
+    images, message = BAD_IMAGES[case]
     for name in export.IMAGE_FUNCTIONS:
-        with pytest.raises(error, match=message):
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
             getattr(run.loaded, name)(images)
+        lines = str(info.value).splitlines()
+        assert lines[0] == "Graph execution error:"
+        assert next(line for line in lines if line.startswith("assertion failed")) == (
+            f"assertion failed: [{message}]"), name
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint16, np.uint32, bool])
+def test_dtypes_not_accepted_still_match_no_function(run, dtype):
+    """What remains TF's own error: dtypes no function is traced for (a 16-bit scale
+    would be read as the raw 0..16 one)."""
+    with pytest.raises(ValueError, match="Could not find matching concrete function"):
+        run.loaded.classify(np.zeros((2, 8, 8), dtype))
 
 
 def test_bad_signature_and_sample_inputs_are_rejected(run):
     with pytest.raises(TypeError, match="Can not cast TensorSpec"):
         run.loaded.signatures["classify"](images=np.zeros((2, 7, 7), np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"assertion failed: \[uint8 images must be in 0\.\.16"):
+        run.loaded.signatures["classify_uint8"](images=np.full((2, 8, 8), 17, np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="slot must be in 0..14"):
         run.loaded.sample(15, 2, [1, 2])
     with pytest.raises(tf.errors.InvalidArgumentError, match="slot must be in 0..14"):
@@ -355,62 +425,155 @@ def test_workdir_without_checkpoint_is_a_clear_error(run, tmp_path):
 # ----------------------------------------------------------------------- predict CLI
 
 
+def run_cli(run, *args):
+    return subprocess.run([sys.executable, "-m", "gmdgm_tf.predict",
+                           f"--export_dir={run.export_dir}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_predict_cli(run, tmp_path):
-    """.npy -> JSON, a PNG directory -> CSV, and a bad input."""
+    """.npy -> JSON Lines and compact JSON on stdout, a PNG + JPEG directory -> CSV, and a
+    bad input."""
     np.save(tmp_path / "x.npy", run.images_uint8)
-    pngs = tmp_path / "pngs"
-    pngs.mkdir()
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
     pixels = np.round(run.images[:5] * 255).astype(np.uint8)[..., None]  # [5, 8, 8, 1]
     for i, image in enumerate(pixels):
         channels = np.repeat(image, 3, -1) if i == 4 else image  # one RGB file
-        tf.io.write_file(str(pngs / f"img{i}.png"), tf.io.encode_png(channels))
-    (pngs / "notes.txt").write_text("not an image")
+        tf.io.write_file(str(pictures / f"img{i}.png"), tf.io.encode_png(channels))
+    jpegs = {"img5.jpg": tf.io.encode_jpeg(pixels[0], quality=100),  # gray
+             "img6.JPEG": tf.io.encode_jpeg(np.repeat(pixels[1], 3, -1), quality=100)}  # RGB
+    for name, jpeg in jpegs.items():
+        tf.io.write_file(str(pictures / name), jpeg)
+    (pictures / "notes.txt").write_text("not an image")
     np.save(tmp_path / "bad.npy", np.zeros((3, 28, 28), np.uint8))
-    cli = [sys.executable, "-m", "gmdgm_tf.predict", f"--export_dir={run.export_dir}"]
-    results = [subprocess.run(cli + args, cwd=REPO, capture_output=True, text=True,
-                              timeout=120, check=False) for args in (
-        [f"--images={tmp_path / 'x.npy'}", f"--output={tmp_path / 'p.json'}"],
-        [f"--images={pngs}", f"--output={tmp_path / 'p.csv'}"],
+    results = [run_cli(run, *args) for args in (
+        [f"--images={tmp_path / 'x.npy'}", f"--output={tmp_path / 'p.jsonl'}"],
+        [f"--images={pictures}", f"--output={tmp_path / 'p.csv'}"],
+        [f"--images={tmp_path / 'x.npy'}"],
         [f"--images={tmp_path / 'bad.npy'}"])]
-    for proc in results[:2]:
+    for proc in results[:3]:
         assert proc.returncode == 0, proc.stderr[-3000:]
 
-    with open(tmp_path / "p.json", encoding="utf-8") as f:
-        result = json.load(f)
+    with open(tmp_path / "p.jsonl", encoding="utf-8") as f:
+        predictions = [json.loads(line) for line in f]
     expected = run.loaded.classify(run.images)
-    predictions = result["predictions"]
     assert [p["id"] for p in predictions] == [str(i) for i in range(N)]
     np.testing.assert_allclose([p["probs"] for p in predictions], expected["probs"], atol=2e-6)
     assert_argmax(expected["probs"].numpy(), [p["label"] for p in predictions])
     assert [p["class_name"] for p in predictions] == [str(p["label"]) for p in predictions]
     assert [p["slot"] for p in predictions] == expected["slot"].numpy().tolist()
     assert [p["slot_class"] for p in predictions] == expected["slot_class"].numpy().tolist()
+
+    # stdout: the same predictions, one line per image.
+    result = json.loads(results[2].stdout)
+    assert result["predictions"] == predictions
     assert result["class_names"] == run.meta.class_names
+    lines = [line for line in results[2].stdout.splitlines() if '"probs"' in line]
+    assert [json.loads(line.strip().rstrip(",")) for line in lines] == predictions
+    assert len(results[2].stdout.splitlines()) == N + 9
 
     with open(tmp_path / "p.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["id"] for r in rows] == [f"img{i}.png" for i in range(5)]
-    expected = run.loaded.classify(pixels.astype(np.float32) / 255)
+    assert [r["id"] for r in rows] == [f"img{i}.png" for i in range(5)] + list(jpegs)
+    gray = [tf.io.decode_jpeg(jpeg, channels=1).numpy() for jpeg in jpegs.values()]
+    expected = run.loaded.classify(np.concatenate([pixels, gray]).astype(np.float32) / 255)
     probs = np.array([[float(r[f"prob_{c}"]) for c in run.meta.class_names] for r in rows])
     np.testing.assert_allclose(probs[:4], expected["probs"][:4], atol=2e-6)
     np.testing.assert_allclose(probs[4], expected["probs"][4], atol=1e-3)  # RGB -> gray
+    np.testing.assert_allclose(probs[5:], expected["probs"][5:], atol=2e-6)  # JPEG gray
     assert_argmax(expected["probs"].numpy()[:4], [int(r["label"]) for r in rows[:4]])
     assert [int(r["slot"]) for r in rows[:4]] == expected["slot"].numpy()[:4].tolist()
 
     # A bad input is one line on stderr and exit status 2, before the model is loaded.
-    assert results[2].returncode == 2
-    errors = [line for line in results[2].stderr.splitlines() if line.startswith("error:")]
+    assert results[3].returncode == 2
+    errors = [line for line in results[3].stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: bad.npy have shape [3, 28, 28]; this model (digits) takes "
                       "[N, 8, 8], [N, 8, 8, 1] or [8, 8]"]
+
+
+NPY_ERRORS = {  # .npy contents: the CLI's one error line
+    "rank5": (np.zeros((2, 8, 8, 1, 1), np.uint8),
+              "x.npy have shape [2, 8, 8, 1, 1]; this model (digits) takes [N, 8, 8], "
+              "[N, 8, 8, 1] or [8, 8]"),
+    "3_channels": (np.zeros((2, 8, 8, 3), np.float32),
+                   "x.npy have 3 channels (shape [2, 8, 8, 3]); this model takes grayscale "
+                   "images, 1 channel"),
+    "int16": (np.zeros((2, 8, 8), np.int16),
+              "x.npy have dtype int16; give uint8/int32/int64 in 0..16 for digits or "
+              "float16/float32/float64 in [0, 1]"),
+    "bool": (np.zeros((2, 8, 8), bool), "x.npy have dtype bool; give uint8/int32/int64"),
+    "int32_negative": (np.full((2, 8, 8), -1, np.int32),
+                       "x.npy: int32 values must be in 0..16 for digits (min -1, max -1); "
+                       "or give float in [0, 1]"),
+    "int64_above_16": (np.full((2, 8, 8), 255, np.int64), "x.npy: int64 values must be in 0..16"),
+    "nan_float64": (np.full((8, 8), np.nan), "x.npy contain 64 NaN/Inf values"),
+    "float16_above_1": (np.full((2, 8, 8), 2, np.float16),
+                        r"x.npy: float values must be in [0, 1] (min 2, max 2)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NPY_ERRORS))
+def test_predict_cli_bad_npy_is_one_error_line(run, tmp_path, case):
+    images, message = NPY_ERRORS[case]
+    np.save(tmp_path / "x.npy", images)
+    proc = run_cli(run, f"--images={tmp_path / 'x.npy'}")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), proc.stderr
+
+
+def test_predict_accepts_what_the_export_accepts(run, tmp_path, monkeypatch):
+    """float64 / float16 / int32 / int64 .npy, one [H, W] image and an empty batch give the
+    float32 predictions (the export is loaded once: tf.saved_model.load is stubbed)."""
+    monkeypatch.setattr(tf.saved_model, "load", lambda export_dir: run.loaded)
+    x, x8 = run.images, run.images_uint8
+    want = predict.predict(run.export_dir, _npy(tmp_path, x))["predictions"]
+    for images in (x.astype(np.float64), x.astype(np.float16)[..., None],
+                   x8.astype(np.int32), x8.astype(np.int64)[..., None]):
+        got = predict.predict(run.export_dir, _npy(tmp_path, images))["predictions"]
+        assert got == want, images.dtype
+    one = predict.predict(run.export_dir, _npy(tmp_path, x[3].astype(np.float64)))
+    assert one["predictions"] == [{**want[3], "id": "0"}]
+    empty = predict.predict(run.export_dir, _npy(tmp_path, np.zeros((0, 8, 8), np.int32)))
+    assert empty["predictions"] == []
+    predict.write_output(empty, str(tmp_path / "empty.json"))
+    with open(tmp_path / "empty.json", encoding="utf-8") as f:
+        assert json.load(f) == empty
+    result = predict.predict(run.export_dir, _npy(tmp_path, x[:2]))
+    predict.write_output(result, str(tmp_path / "p.json"))
+    with open(tmp_path / "p.json", encoding="utf-8") as f:
+        assert json.load(f) == result
+
+
+def _npy(tmp_path, images):
+    path = str(tmp_path / f"in_{images.dtype}_{images.ndim}_{len(images)}.npy")
+    np.save(path, images)
+    return path
+
+
+def test_predict_reports_the_models_own_message_in_one_line(run, tmp_path, monkeypatch):
+    """Were the up-front check to miss something, the export's message is what is shown."""
+    monkeypatch.setattr(tf.saved_model, "load", lambda export_dir: run.loaded)
+    monkeypatch.setattr(predict, "check_images", lambda images, metadata, source: images)
+    with pytest.raises(predict.PredictError) as info:
+        predict.predict(run.export_dir, _npy(tmp_path, np.full((2, 8, 8, 3), 0.5)))
+    assert str(info.value) == ("the model rejected the images: images must have 1 channel "
+                               "(grayscale) (got shape [2, 8, 8, 3])")
 
 
 @pytest.mark.parametrize("images, message", [
     (np.zeros((2, 8, 9), np.float32), r"shape \[2, 8, 9\]"),
     (np.zeros((2, 1, 8, 8), np.float32), r"shape \[2, 1, 8, 8\]"),
-    (np.zeros((2, 8, 8), np.int64), "dtype int64"),
+    (np.zeros((2, 8, 8, 1, 1), np.float32), r"shape \[2, 8, 8, 1, 1\]"),
+    (np.zeros((2, 8, 8, 3), np.float32), r"3 channels \(shape \[2, 8, 8, 3\]\)"),
+    (np.zeros((2, 8, 8), np.int16), "dtype int16"),
+    (np.zeros((2, 8, 8), np.uint16), "dtype uint16"),
     (np.full((2, 8, 8), np.nan), "NaN"),
     (np.full((2, 8, 8), 2.0), r"must be in \[0, 1\]"),
+    (np.full((2, 8, 8), 1e300), r"must be in \[0, 1\] \(min inf, max inf\)"),
     (np.full((2, 8, 8), 17, np.uint8), r"0\.\.16"),
+    (np.full((2, 8, 8), -3, np.int64), r"int64 values must be in 0\.\.16"),
 ])
 def test_predict_checks_images_up_front(run, images, message):
     with pytest.raises(predict.PredictError, match=message) as info:
@@ -421,8 +584,13 @@ def test_predict_checks_images_up_front(run, images, message):
 def test_predict_input_and_output_errors(run, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "fake.png").write_text("not a png")
-    cases = [(str(tmp_path / "empty"), "holds no .png files"),
+    (tmp_path / "fake.jpg").write_text("not a jpeg")
+    (tmp_path / "cut.jpg").write_bytes(
+        tf.io.encode_jpeg(np.zeros((8, 8, 1), np.uint8)).numpy()[:40])
+    cases = [(str(tmp_path / "empty"), "holds no .png, .jpg or .jpeg files"),
              (str(tmp_path / "fake.png"), "is not a PNG file"),
+             (str(tmp_path / "fake.jpg"), "is not a JPEG file"),
+             (str(tmp_path / "cut.jpg"), "cannot decode"),
              (str(tmp_path / "missing.npy"), "does not exist"),
              (str(tmp_path / "fake.txt"), "does not exist")]
     for path, message in cases:
@@ -430,7 +598,7 @@ def test_predict_input_and_output_errors(run, tmp_path):
             predict.predict(run.export_dir, path)
     with pytest.raises(predict.PredictError, match="not a gmdgm_tf export"):
         predict.predict(str(tmp_path), str(tmp_path / "empty"))
-    with pytest.raises(predict.PredictError, match=".json or .csv"):
+    with pytest.raises(predict.PredictError, match=r"\.json, \.jsonl or \.csv"):
         predict.check_output(str(tmp_path / "p.txt"))
 
 
