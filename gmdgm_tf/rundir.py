@@ -192,11 +192,23 @@ class RunDir:
                     tf.io.gfile.rmtree(self.file(name))
         elif self.exists(CONFIG):
             diffs = config_differences(read_json(self.file(CONFIG)), new)
-            if diffs:
+            if diffs and self.has_progress():
                 raise RunDirError(f"workdir {self.path} holds a different experiment ("
                                   + "; ".join(diffs) + "); use another --workdir or --fresh")
+            if diffs:  # e.g. a run that failed before its first checkpoint: nothing to lose
+                logging.warning("workdir %s holds no training yet; replacing its config (%s)",
+                                self.path, "; ".join(diffs))
+        elif self.has_progress():
+            raise RunDirError(f"workdir {self.path} holds checkpoints or history but no "
+                              f"{CONFIG}, so it cannot be checked to be this experiment; "
+                              "restore the file, or use another --workdir or --fresh")
         tf.io.gfile.makedirs(self.path)
         write_json_atomic(self.file(CONFIG), new)
+
+    def has_progress(self) -> bool:
+        """True when a training has left checkpoints or history here."""
+        return self.exists(HISTORY) or bool(
+            tf.io.gfile.glob(os.path.join(self.file(CHECKPOINTS), "ckpt-*.index")))
 
     def read_config(self) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(read_json(self.file(CONFIG)))

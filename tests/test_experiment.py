@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,10 +84,16 @@ RESUME_OVERRIDES = ("--config.train.deterministic=True", "--config.train.epochs=
                     "--config.model.hidden_sizes=(384,384)")
 
 
-def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path):
-    reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(reference, *RESUME_OVERRIDES), cwd=REPO, check=True,
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of RESUME_OVERRIDES: what every interrupted run must end as."""
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO, check=True,
                    capture_output=True)
+    return workdir
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference):
     workdir = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -214,10 +221,7 @@ def _wait_for_epochs(proc, workdir, epochs, timeout=180):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_checkpoint_exit_and_resume_exactly(tmp_path, signum):
-    reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(reference, *RESUME_OVERRIDES), cwd=REPO, check=True,
-                   capture_output=True)
+def test_sigterm_and_sigint_checkpoint_exit_and_resume_exactly(tmp_path, reference, signum):
     workdir = tmp_path / "stopped"
     proc = _start(workdir)
     _wait_for_epochs(proc, workdir, 2)
@@ -275,13 +279,22 @@ def _corrupt_newest(checkpoints, how):
     return newest.stem
 
 
-@pytest.mark.parametrize("how", ["truncated data", "overwritten bytes", "truncated index",
-                                 "garbage state file"])
-def test_damaged_checkpoints_fall_back_to_the_last_good_one(tmp_path, how):
-    workdir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    """A tiny run stopped after 3 epochs (metrics.json removed, so it is unfinished)."""
+    workdir = tmp_path_factory.mktemp("three") / "run"
     config = tiny_digits(epochs=3, steps_per_epoch=4, checkpoint_every_steps=0)
     experiment.train_and_evaluate(config, str(workdir))
     (workdir / "metrics.json").unlink()
+    return workdir
+
+
+@pytest.mark.parametrize("how", ["truncated data", "overwritten bytes", "truncated index",
+                                 "garbage state file"])
+def test_damaged_checkpoints_fall_back_to_the_last_good_one(tmp_path, three_epochs, how):
+    workdir = tmp_path / "run"
+    shutil.copytree(three_epochs, workdir)
+    config = tiny_digits(epochs=3, steps_per_epoch=4, checkpoint_every_steps=0)
     _corrupt_newest(workdir / "checkpoints", how)
     config.train.epochs = 4
     metrics = experiment.train_and_evaluate(config, str(workdir))

@@ -37,6 +37,7 @@ def test_prepare_refuses_another_experiment_but_not_another_budget(tmp_path):
     run = rundir.RunDir(str(tmp_path / "w"))
     config = config_lib.base_config()
     run.prepare(config)
+    run.append_history({"epoch": 1})      # some training happened
     config.train.epochs = 7               # a budget field: the same experiment
     config.data.dir = "/elsewhere"
     run.prepare(config)
@@ -67,3 +68,23 @@ def test_json_and_history_work_on_another_tf_filesystem():
     run.write_metrics({"heldout": {"accuracy": 0.5}})
     assert run.read_config().seed == 0 and run.history() == [{"epoch": 1}]
     assert run.read_metrics()["heldout"]["accuracy"] == 0.5
+
+
+def test_a_workdir_with_nothing_trained_takes_a_corrected_config(tmp_path):
+    """A run that failed before any training (e.g. a non-finite loss at step 1) must not
+    block the corrected rerun as "a different experiment"."""
+    run = rundir.RunDir(str(tmp_path))
+    config = config_lib.base_config()
+    config.optimizer.learning_rate = 1e9
+    run.prepare(config)
+    config.optimizer.learning_rate = 1e-3
+    run.prepare(config)
+    assert run.read_config().optimizer.learning_rate == 1e-3
+
+
+def test_run_state_without_config_json_is_refused(tmp_path):
+    """Checkpoints or history without config.json cannot be checked: never resumed blind."""
+    run = rundir.RunDir(str(tmp_path))
+    run.append_history({"epoch": 1})
+    with pytest.raises(rundir.RunDirError, match="no config.json, so it cannot be checked"):
+        run.prepare(config_lib.base_config())
