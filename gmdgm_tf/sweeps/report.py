@@ -193,6 +193,29 @@ def _paper(row, group):
     return f"{mean:.1f} ({sd:.1f})"
 
 
+README_BEGIN = "<!-- table1: written by gmdgm_tf.sweeps.report --readme; do not edit -->"
+README_END = "<!-- table1: end -->"
+
+
+def summary_markdown(rows):
+    """The compact Table 1 that the README quotes (table1_summary.md): test accuracy in %,
+    mean (sample SD) over seeds, per recipe and protocol, next to the paper's overall."""
+    header = ["Recipe", "Protocol", "Seeds", "Labelled classes", "Unlabelled classes",
+              "Overall", "Paper overall"]
+    body = [[plots.model_title(r["recipe"]), r["protocol"], r["n_seeds"],
+             *(format_mean_sd(r[group]) for group, _, _ in GROUPS), _paper(r, "overall")]
+            for r in rows]
+    return _md_table(header, body) + "\n"
+
+
+def replace_readme_block(text, block):
+    """README text with the part between README_BEGIN and README_END replaced by block."""
+    if README_BEGIN not in text or README_END not in text:
+        raise ReportError(f"the README has no {README_BEGIN!r} ... {README_END!r} block")
+    head, rest = text.split(README_BEGIN, 1)
+    return head + README_BEGIN + "\n" + block + rest[rest.index(README_END):]
+
+
 def _md_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -315,9 +338,12 @@ def write_report(summaries, out, recipes=None):
     rows = aggregate(runs, recipes)
     machine_text = machine_line(runs)
     os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, name) for name in ("table1.md", "table1.csv", "all_runs.json")]
+    paths = [os.path.join(out, name) for name in ("table1.md", "table1.csv", "all_runs.json",
+                                                   "table1_summary.md")]
     with open(paths[0], "w", encoding="utf-8") as f:
         f.write(table_markdown(rows, runs, machine_text))
+    with open(paths[3], "w", encoding="utf-8") as f:
+        f.write(summary_markdown(rows))
     with open(paths[1], "w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
@@ -337,6 +363,8 @@ def define_flags():
     flags.DEFINE_string("out", None, "Directory for table1.md/.csv, all_runs.json, figures.")
     flags.DEFINE_list("recipes", None, "Recipes to show, in this order (default: all found, "
                       "sorted).")
+    flags.DEFINE_string("readme", None, "Also rewrite this README's Table 1 block "
+                        "(between the table1 markers) with table1_summary.md.")
     flags.mark_flags_as_required(["summaries", "out"])
 
 
@@ -346,6 +374,11 @@ def main(argv):
     f = flags.FLAGS
     try:
         result = write_report(f.summaries, f.out, f.recipes)
+        if f.readme:
+            with open(f.readme, encoding="utf-8") as fh:
+                text = replace_readme_block(fh.read(), summary_markdown(result["rows"]))
+            with open(f.readme, "w", encoding="utf-8") as fh:
+                fh.write(text)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
