@@ -157,7 +157,7 @@ def test_report_files_and_cli_errors(summaries, tmp_path):
     result = report.write_report(summaries, out, ["gm", "m2u"])
     names = sorted(os.path.basename(p) for p in result["paths"])
     assert names == ["all_runs.json", "figure2.png", "learning_curves.png", "samples_gm.png",
-                     "table1.csv", "table1.md"]       # m2u's best run has no samples.png
+                     "table1.csv", "table1.md", "table1_summary.md"]       # m2u's best run has no samples.png
     for name in ("figure2.png", "learning_curves.png", "samples_gm.png"):
         check_png(os.path.join(out, name))
     with open(os.path.join(summaries, "gm_seed1", "samples.png"), "rb") as a, \
@@ -286,7 +286,7 @@ def test_sweep_then_report_end_to_end(tmp_path):
                            f"--summaries={summaries}", f"--out={table}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("table1.md", "table1.csv", "all_runs.json"):
+    for name in ("table1.md", "table1.csv", "all_runs.json", "table1_summary.md"):
         assert os.path.getsize(os.path.join(table, name)) > 0, name
     for name in ("figure2.png", "learning_curves.png"):
         check_png(os.path.join(table, name))
