@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from gmdgm_tf import rundir
+
 FORMAT = 2  # 1: creation-order keys (v0000, ...), refused
 
 
@@ -141,6 +143,17 @@ class TrainState:
         self.tracker_values = None
 
     def save(self, epoch, step):
+        """Writes a checkpoint; a failed write (full disk) is one rundir.WriteError line and
+        leaves no partial checkpoint behind (the previous ones are untouched)."""
         self.epoch.assign(epoch)
         self.step.assign(step)
-        self.manager.save()
+        # weights + Adam's two slots, with room to spare
+        rundir.check_free_space(self.directory, 4 * rundir.weights_bytes(self.model))
+        before = set(tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*")))
+        try:
+            self.manager.save()
+        except (OSError, tf.errors.OpError):
+            new = set(tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*"))) - before
+            with rundir.writing(f"a checkpoint in {self.directory}", *sorted(new),
+                                kept="the last good checkpoint is kept"):
+                raise

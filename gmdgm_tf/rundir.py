@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
 import socket
 from typing import Optional
 
@@ -50,12 +51,49 @@ class RunDirError(ValueError):
     """A workdir that holds another experiment, or a damaged run file."""
 
 
+class WriteError(RuntimeError):
+    """A run file could not be written (disk full, quota, file-size limit); the temporary
+    file is removed and what was written before is intact."""
+
+
+@contextlib.contextmanager
+def writing(path, *temporaries, kept="the previous version is kept"):
+    """Turns a failed write of `path` into one WriteError line, removing `temporaries`."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as e:
+        for tmp in temporaries:
+            try:
+                if tf.io.gfile.isdir(tmp):
+                    tf.io.gfile.rmtree(tmp)
+                elif tf.io.gfile.exists(tmp):
+                    tf.io.gfile.remove(tmp)
+            except (OSError, tf.errors.OpError):
+                pass
+        reason = getattr(e, "message", None) or e.strerror or str(e)
+        raise WriteError(f"could not write {path} ({reason.splitlines()[0][:200]}); "
+                         f"{kept}; free space and rerun the same command") from e
+
+
+def check_free_space(directory, needed_bytes):
+    """Refuses a local write that cannot fit (h5py has crashed the process on a full disk
+    instead of raising), keeping 1 MiB to spare."""
+    if "://" in directory or not os.path.isdir(directory):
+        return
+    free = shutil.disk_usage(directory).free
+    if free < needed_bytes + 2 ** 20:
+        raise WriteError(f"not enough free space in {directory} to write {needed_bytes / 2 ** 20:.1f}"
+                         f" MiB ({free / 2 ** 20:.1f} MiB free); the previous files are kept; "
+                         "free space and rerun the same command")
+
+
 def write_json_atomic(path, obj):
     """Writes JSON to a temporary file beside `path`, then renames it into place."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=1))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    with writing(path, tmp):
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(json.dumps(obj, indent=1))
+        tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def read_json(path):
@@ -239,9 +277,10 @@ class RunDir:
     def write_history(self, records):
         """Replaces history.jsonl with `records` (atomically)."""
         tmp = f"{self.file(HISTORY)}.tmp-{os.getpid()}"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
-        tf.io.gfile.rename(tmp, self.file(HISTORY), overwrite=True)
+        with writing(self.file(HISTORY), tmp):
+            with tf.io.gfile.GFile(tmp, "w") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+            tf.io.gfile.rename(tmp, self.file(HISTORY), overwrite=True)
 
     def append_history(self, record):
         self.write_history(self.history() + [record])
@@ -265,12 +304,14 @@ class RunDir:
         for other filesystems)."""
         local = self.path if "://" not in self.path else None
         staging = os.path.join(local or _local_staging(), f"{name}.tmp-{os.getpid()}.weights.h5")
-        model.save_weights(staging)
-        if local:
-            os.replace(staging, self.file(name))
-        else:
-            tf.io.gfile.copy(staging, self.file(name), overwrite=True)
-            os.remove(staging)
+        check_free_space(os.path.dirname(staging), weights_bytes(model))
+        with writing(self.file(name), staging):
+            model.save_weights(staging)
+            if local:
+                os.replace(staging, self.file(name))
+            else:
+                tf.io.gfile.copy(staging, self.file(name), overwrite=True)
+                os.remove(staging)
 
     def load_weights(self, model, name):
         if "://" not in self.path:
@@ -285,6 +326,11 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return all(self.exists(name) for name in FINISHED)
+
+
+def weights_bytes(model):
+    """Bytes of the model's weights (what a weights file or a checkpoint copy holds)."""
+    return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights))
 
 
 def _local_staging():

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from gmdgm_tf import callbacks, checkpoints, config, data, distribute, experiment, rundir
 
 # Errors that are the user's to fix: one line on stderr, exit code 2.
-USER_ERRORS = (config.ConfigError, data.DataError, rundir.RunDirError,
+USER_ERRORS = (config.ConfigError, data.DataError, rundir.RunDirError, rundir.WriteError,
                checkpoints.CheckpointError, callbacks.NonFiniteLossError,
                distribute.StrategyError, FileNotFoundError, ValueError)
 

@@ -322,3 +322,64 @@ def test_unwritable_workdir_is_refused_before_loading_data(tmp_path, layout):
     workdir = blocker if layout == "file" else blocker / "run"
     with pytest.raises(rundir.RunDirError, match="a file, not a directory"):
         experiment.train_and_evaluate(tiny_digits(), str(workdir))
+
+
+def _file_size_limit(limit_bytes):
+    """preexec_fn: writes past limit_bytes fail (EFBIG) instead of killing the process:
+    a full disk as a test can make it, without mounting a small filesystem."""
+    import resource  # pylint: disable=import-outside-toplevel
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def test_a_failed_write_ends_the_run_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    overrides = ("--config.train.epochs=1", "--config.train.steps_per_epoch=4",
+                 "--config.train.checkpoint_every_steps=0",
+                 "--config.model.hidden_sizes=(384,384)")
+    subprocess.run(_train_cmd(workdir, *overrides), cwd=REPO, check=True, capture_output=True)
+    good = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    metrics = (workdir / "metrics.json").read_bytes()
+    # one more epoch, with files limited to 64 KiB: the weights and checkpoints cannot be
+    # written (JSON can)
+    longer = overrides[:1] + ("--config.train.epochs=2",) + overrides[1:]
+    full = subprocess.run(_train_cmd(workdir, *longer), cwd=REPO, capture_output=True,
+                          text=True, preexec_fn=_file_size_limit(64 * 1024))
+    assert full.returncode == 2, full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: could not write ") and "rerun the same command" in last
+    assert "Traceback" not in full.stderr
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == good
+    assert (workdir / "metrics.json").read_bytes() == metrics
+    assert not list(workdir.rglob("*tmp*")) and not list(workdir.rglob("*_temp*"))
+    again = subprocess.run(_train_cmd(workdir, *longer), cwd=REPO, capture_output=True,
+                           text=True)
+    assert again.returncode == 0 and "resuming from" in again.stderr
+    assert [json.loads(l)["epoch"] for l in open(workdir / "history.jsonl")] == [1, 2]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_really_full_disk_ends_the_run_in_one_line_not_a_crash(small_disk):
+    workdir = small_disk / "run"
+    result = subprocess.run(_train_cmd(workdir, "--config.train.epochs=2",
+                                       "--config.train.steps_per_epoch=4",
+                                       "--config.model.hidden_sizes=(384,384)"),
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]  # h5py segfaulted here before
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(("error: not enough free space in ", "error: could not write "))
+    assert "Traceback" not in result.stderr and not list(workdir.rglob("*tmp*"))
