@@ -12,13 +12,18 @@ config, data or workdir exits with code 2 and one line on stderr. --export_dir=D
 writes a SavedModel at the end (the chief alone, multi-worker).
 """
 
+import difflib
 import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+# TensorFlow's C++ start-up lines are noise here; a user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from gmdgm_tf import callbacks, checkpoints, config, data, distribute, experiment, rundir
+from absl import app, flags, logging  # pylint: disable=wrong-import-position
+from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+from gmdgm_tf import (callbacks, checkpoints, config, data, distribute,  # pylint: disable=wrong-import-position
+                      experiment, rundir)
 
 # Errors that are the user's to fix: one line on stderr, exit code 2.
 USER_ERRORS = (config.ConfigError, data.DataError, rundir.RunDirError, rundir.WriteError,
@@ -35,8 +40,51 @@ flags.DEFINE_string("export_dir", None, "If set, export a SavedModel there after
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _fields(d, prefix="config."):
+    for k, v in d.items():
+        yield from _fields(v, f"{prefix}{k}.") if hasattr(v, "items") else [prefix + k]
+
+
+def _one_line(error):
+    """The last line of an error's message (config_flags embeds whole tracebacks)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def parse_flags(argv):
+    """absl flag parsing, with config-file and config-field mistakes as one line (exit 2):
+    the config file is loaded and every --config.FIELD checked (with the closest field
+    name) before absl sees them."""
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path:
+        try:
+            known = list(_fields(config.load(path)))
+        except config.ConfigError as e:
+            _fail(e)
+        except Exception as e:  # pylint: disable=broad-except  # a user's file may raise anything
+            _fail(f"cannot load config file {path}: {type(e).__name__}: {_one_line(e)}")
+        for arg in argv[1:]:
+            name = arg[2:].split("=", 1)[0]
+            if arg.startswith("--config.") and name not in known:
+                match = difflib.get_close_matches(name, known, n=1)
+                _fail(f"unknown config field --{name}"
+                      + (f" (did you mean --{match[0]}?)" if match else ""))
+    try:
+        rest = flags.FLAGS(argv)
+        flags.FLAGS.config  # pylint: disable=pointless-statement  # load the file now
+        return rest
+    except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError) as e:
+        return _fail(_one_line(e))
+
+
 def main(argv):
     del argv
+    logging.info("config:\n%s", flags.FLAGS.config)
     try:
         export_dir = flags.FLAGS.export_dir
         if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir):
@@ -47,10 +95,11 @@ def main(argv):
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except USER_ERRORS as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(e)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    import logging as std_logging  # pylint: disable=ungrouped-imports
+    # TensorFlow's checkpoint writer logs a "Sharding callback duration" line per save.
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    app.run(main, flags_parser=parse_flags)

@@ -383,3 +383,26 @@ def test_a_really_full_disk_ends_the_run_in_one_line_not_a_crash(small_disk):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(("error: not enough free space in ", "error: could not write "))
     assert "Traceback" not in result.stderr and not list(workdir.rglob("*tmp*"))
+
+
+def test_cli_config_mistakes_are_one_line_with_the_closest_field(tmp_path):
+    cases = {
+        ("--config=configs/no_such.py",): "error: config file not found: configs/no_such.py",
+        ("--config=configs/digits_gmdgm.py", "--config.train.epoch=3"):
+            "error: unknown config field --config.train.epoch (did you mean "
+            "--config.train.epochs?)",
+        ("--config=configs/digits_gmdgm.py:smok",):
+            "error: unknown config argument 'smok'; choose one of ['smoke'] or none",
+        ("--config=configs/digits_gmdgm.py", "--config.train.epochs=abc"):
+            "error: flag --config.train.epochs=abc: invalid literal for int() with base 10: 'abc'",
+    }
+    procs = {args: subprocess.Popen([sys.executable, "-m", "gmdgm_tf.train", *args,
+                                     f"--workdir={tmp_path / 'run'}"], cwd=REPO, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in cases}
+    for args, expected in cases.items():
+        _, stderr = procs[args].communicate(timeout=120)
+        assert procs[args].returncode == 2, stderr[-1500:]
+        assert stderr.strip().splitlines()[-1] == expected
+        assert "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()
