@@ -13,6 +13,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["gmdgm_tf", "gmdgm_tf.*"]),
     python_requires=">=3.10",
+    license="Apache-2.0",
     install_requires=[
         "tensorflow==2.21.*",
         "tf-keras==2.21.*",  # tensorflow-probability refuses to import without it
