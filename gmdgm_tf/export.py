@@ -39,10 +39,11 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import gmdgm_tf
-from gmdgm_tf import rundir
+from gmdgm_tf import model_card, rundir
 from gmdgm_tf.export_inputs import check_images, image_specs
 
 METADATA_FILE = "gmdgm_export.json"
+MODEL_CARD_FILE = "MODEL_CARD.md"
 FORMAT = "gmdgm_tf.export/1"
 PROTOCOLS = ("heldout", "paper")
 UNNAMED = -1
@@ -347,6 +348,8 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
         tf.saved_model.save(module, tmp, signatures=signatures)
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
             json.dump(metadata, f, indent=1)
+        with open(os.path.join(tmp, MODEL_CARD_FILE), "w", encoding="utf-8") as f:
+            f.write(model_card.model_card(metadata))
         _move_into_place(tmp, export_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -624,3 +624,11 @@ def test_concurrent_classify_calls_match_sequential(run):
         concurrent = list(pool.map(lambda b: m.classify(b)["probs"].numpy(), batches))
     for a, b in zip(sequential, concurrent):
         np.testing.assert_array_equal(a, b)
+
+
+def test_every_export_carries_a_model_card(run):
+    card = open(os.path.join(run.export_dir, export.MODEL_CARD_FILE), encoding="utf-8").read()
+    heldout = run.metrics["heldout"]["accuracy"]
+    assert card.startswith("# Model card: GM-DGM") and "on digits" in card.splitlines()[0]
+    assert f"| heldout | {100 * heldout:.1f} % |" in card
+    assert "Classes trained with labels: 0, 1, 2, 8, 9" in card and "3, 4, 5, 6, 7" in card
