@@ -9,6 +9,9 @@ setuptools.setup(
         "Reference TensorFlow 2 implementation of semi-unsupervised learning "
         "with deep generative models (GM-DGM, M2)."
     ),
+    # The repository on GitHub: the Colab notebooks clone it and the README's badges link
+    # to it; tests/test_notebooks.py checks that they all name this URL.
+    url="https://github.com/gmdgm-tf/gmdgm_tf",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["gmdgm_tf", "gmdgm_tf.*"]),

@@ -3,7 +3,7 @@ user can add callbacks of their own (`train_and_evaluate(..., callbacks=[...])`)
 
 At the end of an epoch they run in this order, each seeing the logs the earlier ones
 added: EpochTimer (seconds), Validation (val_* metrics, best epoch, best weights),
-Checkpointing (the epoch's checkpoint), HistoryWriter (history.jsonl), TensorBoardScalars,
+Checkpointing (the epoch's checkpoint), HistoryWriter (history.jsonl), TensorBoard,
 Progress (the log line), WallClockBudget, PreemptionGuard. Per step: NonFiniteGuard
 (stop on NaN/inf, naming the terms), Checkpointing (every N steps), PreemptionGuard
 (SIGTERM/SIGINT: checkpoint at this step boundary, then stop).
@@ -188,12 +188,19 @@ class HistoryWriter(keras.callbacks.Callback):
         self.run.append_history(record)
 
 
-class TensorBoardScalars(keras.callbacks.Callback):
-    """Every epoch's numbers as TensorBoard scalars, grouped as train/* and val/*."""
+class TensorBoard(keras.callbacks.Callback):
+    """Every epoch's numbers as TensorBoard scalars, grouped as train/* and val/*, and every
+    `sample_grid_every` epochs (0: never) an image samples/decoded_by_slot: one row per
+    class slot, 8 images decoded from z ~ p(z|y=slot) (what each slot is learning).
 
-    def __init__(self, logdir):
+    The draws use stateless seeds of their own, so they never change the training run."""
+
+    NUM_SAMPLES = 8
+
+    def __init__(self, logdir, split=None, sample_grid_every=0):
         super().__init__()
         self.writer = tf.summary.create_file_writer(logdir)
+        self.split, self.every = split, int(sample_grid_every)
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default(step=epoch + 1):
@@ -201,7 +208,19 @@ class TensorBoardScalars(keras.callbacks.Callback):
                 if isinstance(v, (float, np.floating)) and k != "seconds":
                     name = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
                     tf.summary.scalar(name, float(v))
+            if self.split is not None and self.every and (epoch + 1) % self.every == 0:
+                tf.summary.image("samples/decoded_by_slot", self.sample_grid()[None], step=epoch + 1)
         self.writer.flush()
+
+    def sample_grid(self):
+        """-> uint8 [rows, columns, 3]: a tile row per slot (plots.tile_rows)."""
+        from gmdgm_tf import data, plots  # pylint: disable=import-outside-toplevel  # matplotlib
+        split = self.split
+        rows = [data.unfilter(np.asarray(self.model.sample(slot, self.NUM_SAMPLES, seed=(7, slot)),
+                                         np.float32), split.pixel_mask, split.image_shape)
+                for slot in range(split.num_slots)]
+        mosaic = plots.tile_rows(rows, self.NUM_SAMPLES, split.image_shape)
+        return (mosaic * 255).round().astype(np.uint8)
 
 
 class Progress(keras.callbacks.Callback):

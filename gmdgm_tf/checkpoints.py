@@ -26,6 +26,15 @@ from gmdgm_tf import rundir
 FORMAT = 2  # 1: creation-order keys (v0000, ...), refused
 
 
+def _not_saver_chatter(record):
+    """TF's checkpoint writer logs "Sharding callback duration: N microseconds" at INFO on
+    every save (through absl); that line says nothing to a user, so it is dropped."""
+    return "Sharding callback duration" not in record.getMessage()
+
+
+logging.get_absl_logger().addFilter(_not_saver_chatter)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be restored into this model."""
 

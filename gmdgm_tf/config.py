@@ -27,20 +27,27 @@ ALPHA_SCALINGS = ("none", "kingma")
 # labelled-class slot 1/num_classes, the rest shared equally by the other slots);
 # "uniform" is 1/num_slots everywhere, what the authors' code gave M2 (no prior argument).
 PRIOR_RULES = ("paper", "uniform")
+# data.source: a named dataset, any TensorFlow Datasets image-classification dataset as
+# "tfds:<name>", or a NumPy file of the user's own as "npz:<path>" (see data.py).
 SOURCES = ("digits", "mnist", "fashion_mnist")
+SOURCE_KINDS = ("tfds", "npz")
 STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "none")
 CHOICES = {
     "model.name": MODELS, "model.likelihood": LIKELIHOODS,
     "model.alpha_scaling": ALPHA_SCALINGS, "train.precision": PRECISIONS,
-    "train.select": SELECTIONS, "data.prior_rule": PRIOR_RULES, "data.source": SOURCES,
+    "train.select": SELECTIONS, "data.prior_rule": PRIOR_RULES,
     "train.strategy": STRATEGIES,
 }
 _LABELS = {"model.name": "model", "data.source": "dataset", "model.likelihood": "likelihood",
            "train.precision": "precision"}  # how errors name these fields
+# Fields added after runs were filed: a config.json without one ran with this value, so a
+# resume or a comparison does not count it as a different experiment.
+ADDED_FIELDS = {"data.to_grayscale": False}
 CONFIG_ARGS = ("", "smoke")  # what a config file's get_config(arg) accepts
 # Fields that say how long, how loudly or where to run, not what the experiment is: a
 # workdir may be resumed with other values (the same maths on any hardware).
 NOT_EXPERIMENT = ("train.epochs", "train.max_minutes", "train.verbose", "train.figures",
+                  "train.sample_grid_every",
                   "train.checkpoint_every_steps", "train.keep_checkpoints", "data.dir",
                   "data.tfds_dir", "train.strategy", "train.tpu_address")
 
@@ -55,9 +62,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "mnist"            # digits | mnist | fashion_mnist
+    config.data.source = "mnist"            # digits | mnist | fashion_mnist | tfds:<name> | npz:<path>
     config.data.dir = ""                    # IDX directory; "" -> $GMDGM_DATA_DIR, then TFDS
     config.data.tfds_dir = ""               # TFDS data_dir ("" -> TFDS default)
+    config.data.to_grayscale = False        # colour images -> luminance (else refused)
     config.data.validation_size = 10000     # held out from train (as the paper's code)
     config.data.test_size = 0               # only for sources without a test split (digits)
     config.data.test_split_seed = 0         # fixed, so every seed scores the same test set
@@ -96,6 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 200  # besides every epoch; 0 -> epochs only
     config.train.keep_checkpoints = 3
     config.train.figures = True             # confusion/assignment/sample PNGs at the end
+    config.train.sample_grid_every = 5      # epochs between TensorBoard sample grids; 0: none
     config.train.deterministic = False      # True: TF op determinism (bitwise reruns)
     # tf.distribute (see distribute.py): auto | tpu | mirrored | multi_worker | none.
     # Batch sizes stay global: each is split evenly across the replicas.
@@ -159,6 +168,21 @@ def set_field(config, dotted: str, value):
     node[leaf] = value
 
 
+def parse_source(source) -> tuple:
+    """data.source -> (kind, name): 'mnist' -> ('mnist', 'mnist'), 'tfds:kmnist' ->
+    ('tfds', 'kmnist'), 'npz:data/my.npz' -> ('npz', 'data/my.npz'). Raises ConfigError."""
+    if isinstance(source, str):
+        if source in SOURCES:
+            return source, source
+        kind, sep, name = source.partition(":")
+        if sep and kind in SOURCE_KINDS and name.strip():
+            return kind, name.strip()
+    raise ConfigError(
+        f"unknown dataset {source!r}; choose one of {list(SOURCES)}, "
+        "'tfds:<name>' (a TensorFlow Datasets image-classification dataset) or "
+        "'npz:<path>' (a NumPy file with x_train, y_train, x_test, y_test)")
+
+
 def _positive_int(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -179,6 +203,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if value not in allowed:
             label = _LABELS.get(field, field)
             raise ConfigError(f"unknown {label} {value!r}; choose one of {list(allowed)}")
+    parse_source(config.data.source)
     d, m, o, t = config.data, config.model, config.optimizer, config.train
     labelled = tuple(d.labelled_classes)
     checks = [
@@ -222,6 +247,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"train.max_minutes must be finite and >= 0, got {t.max_minutes!r}"),
         (isinstance(t.checkpoint_every_steps, int) and t.checkpoint_every_steps >= 0,
          f"train.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps!r}"),
+        (isinstance(t.sample_grid_every, int) and t.sample_grid_every >= 0,
+         f"train.sample_grid_every must be >= 0, got {t.sample_grid_every!r}"),
         (_positive_int(t.keep_checkpoints),
          f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints!r}"),
     ]

@@ -1,10 +1,4 @@
-"""Data: sources -> arrays -> semi-unsupervised split -> tf.data streams.
-
-Sources (``config.data.source``):
-  * ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline default).
-  * ``mnist`` / ``fashion_mnist``: a directory of the four standard IDX files when
-    ``config.data.dir`` (or the ``GMDGM_DATA_DIR`` environment variable) names one,
-    otherwise TensorFlow Datasets.
+"""Data: source arrays (sources.py) -> semi-unsupervised split -> tf.data streams.
 
 The semi-unsupervised split (paper, Sec. 4): classes in ``labelled_classes`` get
 ``labels_per_class`` labelled examples each; every other training example, of any class,
@@ -15,45 +9,12 @@ never need the test set.
 
 import dataclasses
 import functools
-import gzip
-import os
-import struct
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-DATA_DIR_ENV = "GMDGM_DATA_DIR"
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-CLASS_NAMES = {
-    "digits": [str(i) for i in range(10)],
-    "mnist": [str(i) for i in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
-}
-_IDX_UBYTE = 0x08
-
-
-class DataError(ValueError):
-    """Bad data or data configuration; raised before anything is trained or written."""
-
-
-@dataclasses.dataclass
-class RawData:
-    """A dataset as it comes from its source. Images are float32 in [0, 1].
-
-    train_x: [n_train, height, width]; train_y: [n_train] int64 (test likewise).
-    """
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    class_names: list
+from gmdgm_tf.sources import DataError, RawData, load_raw
 
 
 @dataclasses.dataclass
@@ -104,148 +65,6 @@ class Split:
     def num_train(self) -> int:
         """Training examples seen by the model (labelled + unlabelled)."""
         return len(self.x_labelled) + len(self.x_unlabelled)
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-def read_idx(path: str, expected_ndim: int) -> np.ndarray:
-    """Reads one (optionally gzipped) IDX file of unsigned bytes, validating its header."""
-    name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise DataError(f"IDX file not found: {path}")
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:  # truncated or not gzip
-        raise DataError(f"cannot read IDX file {name}: {e}") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{name}: bad IDX magic number {raw[:4].hex() or '(empty)'}")
-    if raw[2] != _IDX_UBYTE:
-        raise DataError(f"{name}: IDX data type 0x{raw[2]:02x} is not unsigned byte")
-    ndim = raw[3]
-    if ndim != expected_ndim:
-        raise DataError(f"{name}: IDX file has {ndim} dimensions, expected {expected_ndim}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{name}: IDX header is truncated")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    size = int(np.prod(dims))
-    if len(raw) - header != size:
-        raise DataError(
-            f"{name}: IDX header promises {dims} = {size} bytes of data, "
-            f"file holds {len(raw) - header}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def load_idx_dir(directory: str, num_classes: int = 10):
-    """Loads the four standard IDX files from ``directory`` -> (train_x, train_y, test_x, test_y).
-
-    Images come back as uint8 [n, height, width], labels as int64 [n].
-    """
-    if not os.path.isdir(directory):
-        raise DataError(f"data directory does not exist: {directory}")
-    missing = [f for f in IDX_FILES.values() if not os.path.isfile(os.path.join(directory, f))]
-    if missing:
-        raise DataError(f"data directory {directory} lacks {', '.join(missing)}")
-    arrays = {}
-    for key, fname in IDX_FILES.items():
-        arrays[key] = read_idx(os.path.join(directory, fname), 3 if "images" in key else 1)
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        if len(images) != len(labels):
-            raise DataError(
-                f"{IDX_FILES[part + '_images']} holds {len(images)} images but "
-                f"{IDX_FILES[part + '_labels']} holds {len(labels)} labels")
-        if labels.size and labels.max() >= num_classes:
-            raise DataError(
-                f"{IDX_FILES[part + '_labels']}: label {int(labels.max())} is outside "
-                f"0..{num_classes - 1}")
-    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise DataError(
-            f"train images are {arrays['train_images'].shape[1:]} but test images are "
-            f"{arrays['test_images'].shape[1:]}")
-    return (arrays["train_images"], arrays["train_labels"].astype(np.int64),
-            arrays["test_images"], arrays["test_labels"].astype(np.int64))
-
-
-def _load_tfds(name: str, data_dir: Optional[str]):
-    """TFDS dataset ``name`` -> (train_x, train_y, test_x, test_y); images uint8 [n, h, w].
-
-    ``download`` stays True (TFDS's default) on purpose. When the dataset is already in
-    ``data_dir`` TFDS returns before touching the network, and on a first run with a
-    network it fetches the dataset, which is what this path promises. ``download=False``
-    would turn every first run into an error, and "offline" cannot be told in advance
-    without a network probe of our own. Offline, the failed download is reported below
-    (after urllib3's retries, which take a few minutes).
-    """
-    try:
-        import requests  # pylint: disable=import-outside-toplevel  # a TFDS dependency
-        import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # slow
-    except ImportError as e:
-        raise DataError(_tfds_import_error(name, e)) from e
-    try:
-        (train_x, train_y), (test_x, test_y) = (_tfds_arrays(tfds, ds) for ds in tfds.load(
-            name, split=["train", "test"], as_supervised=True, data_dir=data_dir or None))
-    except ImportError as e:  # TFDS imports some dependencies only when a dataset loads
-        raise DataError(_tfds_import_error(name, e)) from e
-    except (requests.RequestException, tfds.download.DownloadError) as e:
-        raise DataError(
-            f"TFDS dataset {name!r} is not in {data_dir or tfds.core.constants.DATA_DIR} "
-            f"and could not be downloaded ({_first_line(e)}); with no network, set "
-            f"config.data.dir or ${DATA_DIR_ENV} to a directory with the IDX files") from e
-    except Exception as e:  # pylint: disable=broad-except  # TFDS raises many types
-        raise DataError(f"could not load TFDS dataset {name!r}: {_first_line(e)}") from e
-    return train_x, train_y, test_x, test_y
-
-
-def _tfds_arrays(tfds, ds: tf.data.Dataset):
-    # Not tfds.load(batch_size=-1): that pads to info.splits.total_num_examples, or to
-    # sys.maxsize when TFDS lacks split sizes (e.g. tfds.testing.mock_data), which aborts
-    # the process in C++ instead of raising.
-    images, labels = zip(*tfds.as_numpy(ds.batch(10_000)))
-    return np.concatenate(images)[..., 0], np.concatenate(labels).astype(np.int64)
-
-
-def _tfds_import_error(name: str, e: ImportError) -> str:
-    return (f"TensorFlow Datasets cannot load {name!r}: {_first_line(e)} (a module it "
-            "needs is missing; `pip install -e .` installs the dependencies gmdgm_tf declares)")
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
-
-
-def _load_digits(test_size: int, seed: int):
-    from sklearn import datasets  # pylint: disable=import-outside-toplevel
-    digits = datasets.load_digits()
-    images = (digits.images / 16.0).astype(np.float32)  # [1797, 8, 8], values 0..16
-    labels = digits.target.astype(np.int64)
-    if not 0 < test_size < len(images):
-        raise DataError(f"data.test_size={test_size} must be in 1..{len(images) - 1} for digits")
-    # The test split is fixed by its own seed so it is the same whatever config.seed is.
-    order = np.random.RandomState(seed).permutation(len(images))
-    test, train = order[:test_size], order[test_size:]
-    return images[train], labels[train], images[test], labels[test]
-
-
-def load_raw(data_config) -> RawData:
-    """Loads ``data_config.source`` -> RawData with float32 images in [0, 1]."""
-    source = data_config.source
-    if source == "digits":
-        train_x, train_y, test_x, test_y = _load_digits(
-            data_config.test_size, data_config.test_split_seed)
-    else:
-        directory = data_config.get("dir") or os.environ.get(DATA_DIR_ENV)
-        if directory:
-            train_x, train_y, test_x, test_y = load_idx_dir(os.path.expanduser(directory))
-        else:
-            train_x, train_y, test_x, test_y = _load_tfds(source, data_config.get("tfds_dir"))
-        train_x = train_x.astype(np.float32) / 255.0
-        test_x = test_x.astype(np.float32) / 255.0
-    return RawData(train_x, train_y, test_x, test_y, CLASS_NAMES[source])
 
 
 # ----------------------------------------------------------------------- split & prior

@@ -71,7 +71,8 @@ def fit(model, split, config, run, state, extra_callbacks=()):
     first = start_epoch + (1 if start_step else 0)
     if first < epochs:
         chunks.append((first, epochs, 0))
-    shared = [callbacks_lib.TensorBoardScalars(run.file(rundir.TENSORBOARD)),
+    shared = [callbacks_lib.TensorBoard(run.file(rundir.TENSORBOARD), split,
+                                        config.train.sample_grid_every),
               callbacks_lib.Progress(state, epochs),
               callbacks_lib.WallClockBudget(config.train.max_minutes)]
     with callbacks_lib.StopSignals() as signals:

@@ -29,9 +29,7 @@ protocol, headline metrics, versions, each signature's inputs and outputs).
 import datetime
 import json
 import os
-import shutil
 import sys
-import tempfile
 import types
 
 import numpy as np
@@ -259,36 +257,66 @@ def _headline(metrics):
             for name in PROTOCOLS if name in metrics}
 
 
+def _full_path(path):
+    """An absolute local path, or a TF filesystem URL (gs://...) as given."""
+    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+
+
 def _check_destination(workdir, export_dir, overwrite):
-    export_dir = os.path.abspath(export_dir)
-    workdir = os.path.abspath(workdir)
-    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    export_dir, workdir = _full_path(export_dir), _full_path(workdir)
+    gfile = tf.io.gfile
+    if gfile.exists(export_dir) and not gfile.isdir(export_dir):
         raise ExportError(f"export_dir {export_dir} exists and is not a directory")
-    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+    if gfile.isdir(export_dir) and gfile.listdir(export_dir) and not overwrite:
         raise ExportError(f"export_dir {export_dir} exists and is not empty; pass --overwrite "
                           "(overwrite=True) to replace it")
-    if export_dir == workdir or workdir.startswith(export_dir + os.sep):
+    if export_dir == workdir or workdir.startswith(export_dir + "/"):
         raise ExportError(f"export_dir {export_dir} would replace the run in {workdir}")
-    if export_dir == os.path.dirname(export_dir):
+    if export_dir == os.path.dirname(export_dir) or export_dir.endswith(":/"):
         raise ExportError("export_dir cannot be a filesystem root")
     return export_dir
 
 
 def _move_into_place(tmp, export_dir):
-    """Renames the finished export `tmp` to `export_dir`, replacing what is there."""
-    if not os.path.exists(export_dir):
-        os.rename(tmp, export_dir)
+    """Puts the finished export `tmp` at `export_dir`, replacing what is there.
+
+    On a local disk, directory renames: atomic. A URL (gs://, ...) is an object store whose
+    "directories" are name prefixes that not every filesystem renames, so the files are
+    copied, METADATA_FILE last: an export without it is one whose copy did not finish."""
+    gfile = tf.io.gfile
+    if "://" in export_dir:
+        _remove_tree(export_dir)
+        files = [os.path.join(root, name) for root, _, names in gfile.walk(tmp) for name in names]
+        for path in sorted(files, key=lambda p: os.path.basename(p) == METADATA_FILE):
+            target = os.path.join(export_dir, os.path.relpath(path, tmp))
+            gfile.makedirs(os.path.dirname(target))
+            gfile.copy(path, target, overwrite=True)
+        _remove_tree(tmp)
         return
-    parent, base = os.path.split(export_dir)
-    old = tempfile.mkdtemp(dir=parent, prefix=f".{base}.old-")
-    os.rmdir(old)
-    os.rename(export_dir, old)
+    if not gfile.exists(export_dir):
+        gfile.rename(tmp, export_dir)
+        return
+    old = _sibling(export_dir, "old")
+    gfile.rename(export_dir, old)
     try:
-        os.rename(tmp, export_dir)
+        gfile.rename(tmp, export_dir)
     except BaseException:
-        os.rename(old, export_dir)
+        gfile.rename(old, export_dir)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _remove_tree(old)
+
+
+def _sibling(path, what):
+    """A fresh hidden name beside `path`: <parent>/.<base>.<what>-<pid>-<random>."""
+    parent, base = os.path.split(path)
+    return os.path.join(parent, f".{base}.{what}-{os.getpid()}-{os.urandom(4).hex()}")
+
+
+def _remove_tree(path):
+    try:
+        tf.io.gfile.rmtree(path)
+    except (OSError, tf.errors.OpError):
+        pass
 
 
 def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
@@ -319,7 +347,7 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
     metadata = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "workdir": os.path.abspath(workdir),
+        "workdir": _full_path(workdir),
         "package_version": gmdgm_tf.__version__,
         "tensorflow_version": tf.__version__,
         "dataset": meta.source,
@@ -338,30 +366,26 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
         "signatures": describe_signatures(signatures),
     }
 
-    parent, base = os.path.split(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{base}.tmp-")
+    tmp = _sibling(export_dir, "tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; give it normal permissions
+        tf.io.gfile.makedirs(tmp)
         tf.saved_model.save(module, tmp, signatures=signatures)
-        with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=1)
-        with open(os.path.join(tmp, MODEL_CARD_FILE), "w", encoding="utf-8") as f:
+        with tf.io.gfile.GFile(os.path.join(tmp, METADATA_FILE), "w") as f:
+            f.write(json.dumps(metadata, indent=1))
+        with tf.io.gfile.GFile(os.path.join(tmp, MODEL_CARD_FILE), "w") as f:
             f.write(model_card.model_card(metadata))
         _move_into_place(tmp, export_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         raise
     logging.info("exported %s (%s map) to %s", workdir, protocol, export_dir)
     return metadata
 
 
 def directory_size(path):
-    """Total bytes of the files under `path`."""
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
+    """Total bytes of the files under `path` (any TF filesystem)."""
+    return sum(tf.io.gfile.stat(os.path.join(root, name)).length
+               for root, _, names in tf.io.gfile.walk(path) for name in names)
 
 
 # ---------------------------------------------------------------------------- CLI

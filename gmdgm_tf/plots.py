@@ -8,6 +8,7 @@ no tight bounding box), so a PNG's pixel size depends only on what is plotted:
 `figure_pixels(fig)` says what it will be.
 """
 
+import io
 import os
 
 import numpy as np
@@ -39,18 +40,22 @@ def figure_pixels(fig):
 
 
 def save_png(fig, path):
-    """Writes fig as PNG to path (via a temporary name, renamed into place)."""
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, format="png", dpi=fig.dpi)
-    os.replace(tmp, path)
-    return path
+    """Writes fig as PNG to path, any TF filesystem (rundir.write_atomic)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    return _write(path, buffer.getvalue())
 
 
 def save_rgb_png(rgb, path):
-    """Writes a uint8 [height, width, 3] array as PNG (temporary name, renamed into place)."""
-    tmp = f"{path}.tmp.png"
-    mpimg.imsave(tmp, rgb, format="png")
-    os.replace(tmp, path)
+    """Writes a uint8 [height, width, 3] array as PNG, any TF filesystem."""
+    buffer = io.BytesIO()
+    mpimg.imsave(buffer, rgb, format="png")
+    return _write(path, buffer.getvalue())
+
+
+def _write(path, png):
+    from gmdgm_tf import rundir  # pylint: disable=import-outside-toplevel  # TensorFlow
+    rundir.write_atomic(path, png)
     return path
 
 
@@ -200,7 +205,7 @@ _BORDER_RGB = (0.25, 0.45, 0.75)   # tile borders: a colour no image pixel has
 _EMPTY_RGB = (0.96, 0.92, 0.78)    # a slot with fewer test images than columns (beige)
 
 
-def _tile_rows(rows, num_columns, tile_shape):
+def tile_rows(rows, num_columns, tile_shape):
     """rows: list of [m_i, H, W] grey images in [0, 1] (m_i <= num_columns) -> one RGB
     mosaic [R*(H+1)+1, C*(W+1)+1, 3] with 1-pixel coloured borders; missing tiles beige."""
     h, w = tile_shape
@@ -234,8 +239,8 @@ def sample_grid_figure(generated, assigned, row_labels, *, title="",
     tile_shape = np.asarray(generated[0]).shape[1:]
     num_generated = num_generated or max(len(g) for g in generated)
     num_assigned = num_assigned or max(1, max(len(a) for a in assigned))
-    left = _tile_rows(generated, num_generated, tile_shape)
-    right = _tile_rows(assigned, num_assigned, tile_shape)
+    left = tile_rows(generated, num_generated, tile_shape)
+    right = tile_rows(assigned, num_assigned, tile_shape)
     gap = np.ones((left.shape[0], tile_shape[1] + 1, 3), np.float32)
     mosaic = np.concatenate([left, gap, right], axis=1)
     fig = new_figure(*sample_grid_size(num_slots, num_generated, num_assigned))

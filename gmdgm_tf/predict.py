@@ -13,7 +13,9 @@ float32 or float64 in [0, 1] -- the dtypes the export's Python functions accept
 and values out of range are refused. PNGs may be gray, gray+alpha, RGB or RGBA, 8 or 16
 bit, JPEGs gray or RGB; they are converted to grayscale (alpha ignored) and read as
 0 = 0.0 .. max = 1.0 whatever the dataset, so a digits PNG is drawn 0..255 like MNIST.
-Images must look like the training data (MNIST: white digit on black).
+Images must look like the training data (MNIST: white digit on black). --export_dir and
+--images may be TF filesystem URLs (gs://bucket/...), read through tf.io.gfile; --output
+is a local file.
 
 Output (JSON to stdout without --output; .json, .jsonl or .csv by the --output
 extension): per image its id (index or file name), label and class_name (argmax of the
@@ -29,6 +31,7 @@ in well under a second.
 """
 
 import csv
+import io
 import json
 import os
 import sys
@@ -50,14 +53,41 @@ class PredictError(ValueError):
     """A bad export directory, input file or output path (one line, for the user)."""
 
 
+class _LocalFiles:
+    """The few file operations predict needs, on the local disk (no TensorFlow import)."""
+    isdir, isfile, listdir = staticmethod(os.path.isdir), staticmethod(os.path.isfile), os.listdir
+
+    @staticmethod
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+
+class _TFFiles:
+    """The same on a TF filesystem URL (gs://...), through tf.io.gfile."""
+
+    def __getattr__(self, name):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel  # only for URLs
+        if name == "read":
+            return lambda path: tf.io.gfile.GFile(path, "rb").read()
+        if name == "isfile":
+            return lambda path: tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+        return getattr(tf.io.gfile, name)
+
+
+def files(path):
+    """-> the file operations for `path`: local, or tf.io.gfile for gs:// and other URLs."""
+    return _TFFiles() if "://" in path else _LocalFiles
+
+
 def load_metadata(export_dir):
     path = os.path.join(export_dir, METADATA_FILE)
-    if not os.path.isdir(export_dir):
+    fs = files(export_dir)
+    if not fs.isdir(export_dir):
         raise PredictError(f"export_dir {export_dir} does not exist")
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         raise PredictError(f"{export_dir} is not a gmdgm_tf export (no {METADATA_FILE})")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(fs.read(path).decode("utf-8"))
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -66,8 +96,7 @@ def load_metadata(export_dir):
 def read_image(path):
     """One PNG or JPEG (by extension) -> [H, W] float32 in [0, 1], grayscale."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = files(path).read(path)
     png = path.lower().endswith(".png")
     if png and (not raw.startswith(PNG_SIGNATURE) or len(raw) < 25):
         raise PredictError(f"{path} is not a PNG file")
@@ -91,8 +120,10 @@ def read_image(path):
 
 def read_images(path):
     """--images -> (ids [N] str, images array as stored: [N, H, W(, 1)] or [H, W])."""
-    if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+    fs = files(path)
+    if fs.isdir(path):
+        names = sorted(n.rstrip("/") for n in fs.listdir(path)
+                       if n.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
             raise PredictError(f"directory {path} holds no .png, .jpg or .jpeg files")
         images = [read_image(os.path.join(path, n)) for n in names]
@@ -102,13 +133,13 @@ def read_images(path):
             raise PredictError(f"images in {path} differ in size: {names[0]} is "
                                f"{images[0].shape[1]}x{images[0].shape[0]}, {odd} is not")
         return names, np.stack(images)
-    if not os.path.isfile(path):
+    if not fs.isfile(path):
         raise PredictError(f"--images {path} does not exist")
     if path.lower().endswith(IMAGE_EXTENSIONS):
         return [os.path.basename(path)], read_image(path)[None]
     if path.lower().endswith(".npy"):
         try:
-            images = np.load(path, allow_pickle=False)
+            images = np.load(io.BytesIO(fs.read(path)), allow_pickle=False)
         except (ValueError, OSError) as e:
             raise PredictError(f"cannot read {path}: {e}") from e
         if images.ndim == 2:
@@ -187,7 +218,8 @@ def predict(export_dir, images_path, batch_size=DEFAULT_BATCH):
         "probs": [round(float(p), 6) for p in arrays["probs"][i]],
         "slot": int(arrays["slot"][i]), "slot_class": int(arrays["slot_class"][i]),
     } for i in range(len(ids))]
-    return {"export_dir": os.path.abspath(export_dir), "images": os.path.abspath(images_path),
+    full = lambda p: p if "://" in p else os.path.abspath(p)  # pylint: disable=unnecessary-lambda-assignment
+    return {"export_dir": full(export_dir), "images": full(images_path),
             "dataset": metadata["dataset"], "slot_map_protocol": metadata["slot_map_protocol"],
             "class_names": names, "predictions": predictions}
 

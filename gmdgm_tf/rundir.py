@@ -87,13 +87,18 @@ def check_free_space(directory, needed_bytes):
                          "free space and rerun the same command")
 
 
-def write_json_atomic(path, obj):
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+def write_atomic(path, content):
+    """Writes str or bytes to a temporary file beside `path` (any TF filesystem), then
+    renames it into place; a failed write is a WriteError and leaves the old file."""
     tmp = f"{path}.tmp-{os.getpid()}"
     with writing(path, tmp):
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(json.dumps(obj, indent=1))
+        with tf.io.gfile.GFile(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_json_atomic(path, obj):
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def read_json(path):
@@ -117,7 +122,7 @@ def config_differences(old, new):
             else:
                 out[f"{prefix}{k}"] = v
         return out
-    old, new = flatten(old), flatten(new)
+    old, new = ({**config_lib.ADDED_FIELDS, **flatten(d)} for d in (old, new))
     keys = sorted((set(old) | set(new)) - set(config_lib.NOT_EXPERIMENT))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 

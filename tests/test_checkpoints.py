@@ -75,3 +75,13 @@ def test_save_restore_round_trip_and_refusals(tmp_path):
     tf.train.CheckpointManager(old, str(tmp_path / "old"), max_to_keep=1).save()
     with pytest.raises(checkpoints.CheckpointError, match="--fresh"):
         checkpoints.TrainState(tiny(), str(tmp_path / "old"), keep=2).restore()
+
+
+def test_saving_does_not_log_tf_saver_chatter(tmp_path, caplog):
+    from absl import logging  # pylint: disable=import-outside-toplevel
+    logging.set_verbosity(logging.INFO)
+    caplog.set_level("INFO")
+    state = checkpoints.TrainState(tiny(), str(tmp_path / "a"), keep=2)
+    state.save(epoch=1, step=0)
+    assert state.saved()
+    assert "Sharding callback duration" not in caplog.text

@@ -46,6 +46,8 @@ def _with(field, value):
     ("model.name", "vae", "unknown model 'vae'; choose one of"),
     ("model.likelihood", "poisson", "unknown likelihood 'poisson'"),
     ("data.source", "cifar", "unknown dataset 'cifar'"),
+    ("data.source", "npz:", "unknown dataset 'npz:'; choose one of"),
+    ("data.source", "hf:mnist", r"'tfds:<name>' \(a TensorFlow Datasets image-classification"),
     ("train.precision", "float16", "unknown precision 'float16'"),
     ("train.select", "best_test", "unknown train.select"),
     ("model.alpha_scaling", "x", "unknown model.alpha_scaling"),

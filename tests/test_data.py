@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gmdgm_tf import data
+from gmdgm_tf import data, sources
 
 
 # ----------------------------------------------------------------------------- IDX
@@ -27,24 +27,24 @@ def write_idx(path, array, magic_type=0x08, gz=True, truncate=0, ndim_override=N
 
 def make_idx_dir(tmp_path, n_train=30, n_test=10, size=4, train_labels=None):
     rng = np.random.RandomState(0)
-    write_idx(tmp_path / data.IDX_FILES["train_images"], rng.randint(0, 256, (n_train, size, size)))
-    write_idx(tmp_path / data.IDX_FILES["train_labels"],
+    write_idx(tmp_path / sources.IDX_FILES["train_images"], rng.randint(0, 256, (n_train, size, size)))
+    write_idx(tmp_path / sources.IDX_FILES["train_labels"],
               np.arange(n_train) % 10 if train_labels is None else train_labels)
-    write_idx(tmp_path / data.IDX_FILES["test_images"], rng.randint(0, 256, (n_test, size, size)))
-    write_idx(tmp_path / data.IDX_FILES["test_labels"], np.arange(n_test) % 10)
+    write_idx(tmp_path / sources.IDX_FILES["test_images"], rng.randint(0, 256, (n_test, size, size)))
+    write_idx(tmp_path / sources.IDX_FILES["test_labels"], np.arange(n_test) % 10)
     return str(tmp_path)
 
 
 def test_idx_round_trip(tmp_path):
     images = np.random.RandomState(1).randint(0, 256, (7, 3, 5))
     write_idx(tmp_path / "x.gz", images)
-    np.testing.assert_array_equal(data.read_idx(str(tmp_path / "x.gz"), 3), images)
+    np.testing.assert_array_equal(sources.read_idx(str(tmp_path / "x.gz"), 3), images)
     write_idx(tmp_path / "y", [1, 2, 3], gz=False)
-    np.testing.assert_array_equal(data.read_idx(str(tmp_path / "y"), 1), [1, 2, 3])
+    np.testing.assert_array_equal(sources.read_idx(str(tmp_path / "y"), 1), [1, 2, 3])
 
 
 def test_idx_dir_loads(tmp_path):
-    train_x, train_y, test_x, test_y = data.load_idx_dir(make_idx_dir(tmp_path))
+    train_x, train_y, test_x, test_y = sources.load_idx_dir(make_idx_dir(tmp_path))
     assert train_x.shape == (30, 4, 4) and test_x.shape == (10, 4, 4)
     assert train_y.dtype == np.int64 and list(test_y[:3]) == [0, 1, 2]
 
@@ -58,37 +58,37 @@ def test_idx_dir_loads(tmp_path):
 ])
 def test_corrupt_train_images_named_in_error(tmp_path, corrupt, message):
     directory = make_idx_dir(tmp_path)
-    corrupt(tmp_path / data.IDX_FILES["train_images"])
+    corrupt(tmp_path / sources.IDX_FILES["train_images"])
     with pytest.raises(data.DataError, match=message) as e:
-        data.load_idx_dir(directory)
+        sources.load_idx_dir(directory)
     assert "train-images-idx3-ubyte.gz" in str(e.value)
 
 
 def test_truncated_gzip_is_a_data_error(tmp_path):
     directory = make_idx_dir(tmp_path)
-    path = tmp_path / data.IDX_FILES["train_images"]
+    path = tmp_path / sources.IDX_FILES["train_images"]
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz"):
-        data.load_idx_dir(directory)
+        sources.load_idx_dir(directory)
 
 
 def test_count_mismatch(tmp_path):
     directory = make_idx_dir(tmp_path, train_labels=np.arange(29) % 10)
     with pytest.raises(data.DataError, match="30 images but .* 29 labels"):
-        data.load_idx_dir(directory)
+        sources.load_idx_dir(directory)
 
 
 def test_label_out_of_range(tmp_path):
     directory = make_idx_dir(tmp_path, train_labels=np.full(30, 12))
     with pytest.raises(data.DataError, match="label 12 is outside 0..9"):
-        data.load_idx_dir(directory)
+        sources.load_idx_dir(directory)
 
 
 def test_missing_directory_and_files(tmp_path):
     with pytest.raises(data.DataError, match="does not exist"):
-        data.load_idx_dir(str(tmp_path / "nope"))
+        sources.load_idx_dir(str(tmp_path / "nope"))
     with pytest.raises(data.DataError, match="lacks train-images-idx3-ubyte.gz"):
-        data.load_idx_dir(str(tmp_path))
+        sources.load_idx_dir(str(tmp_path))
 
 
 # --------------------------------------------------------------------------- prior

@@ -406,3 +406,75 @@ def test_cli_config_mistakes_are_one_line_with_the_closest_field(tmp_path):
         assert stderr.strip().splitlines()[-1] == expected
         assert "Traceback" not in stderr
     assert not (tmp_path / "run").exists()
+
+
+def tensorboard_events(logdir):
+    """{tag: {step: value proto}} of every event file under logdir (any TF filesystem)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tags = {}
+    for path in tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, {})[event.step] = value
+    return tags
+
+
+def test_tensorboard_groups_scalars_and_draws_sample_grids(tmp_path):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    config = tiny_digits(epochs=3, steps_per_epoch=2, sample_grid_every=2)
+    experiment.train_and_evaluate(config, str(tmp_path))
+    tags = tensorboard_events(str(tmp_path / "tensorboard"))
+    assert {"train/loss", "train/elbo_unlabelled", "val/accuracy"} <= set(tags)
+    assert sorted(tags["train/loss"]) == [1, 2, 3]
+    grids = tags["samples/decoded_by_slot"]
+    assert sorted(grids) == [2]  # every 2 epochs
+    width, height, png = grids[2].tensor.string_val
+    image = tf.io.decode_png(png).numpy()
+    # one row of 8 tiles (8x8 digits, 1-pixel borders) per slot: 15 slots
+    assert image.shape == (15 * 9 + 1, 8 * 9 + 1, 3) == (int(height), int(width), 3)
+
+
+def test_run_and_export_on_a_tf_filesystem(tmp_path):
+    """gs:// and every TF filesystem: data, workdir and export through tf.io.gfile, here on
+    TF's in-memory ram:// filesystem (nothing lands on the local disk)."""
+    import io  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf import export  # pylint: disable=import-outside-toplevel
+    rng = np.random.RandomState(0)
+    buffer = io.BytesIO()
+    centres = rng.rand(4, 6, 6)
+    labels = np.arange(300) % 4
+    images = (np.clip(centres[labels] + 0.1 * rng.randn(300, 6, 6), 0, 1) * 255).astype(np.uint8)
+    np.savez(buffer, x_train=images[:200], y_train=labels[:200], x_test=images[200:],
+             y_test=labels[200:], class_names=np.array(["a", "b", "c", "d"]))
+    root = f"ram://fs_test_{os.getpid()}"
+    with tf.io.gfile.GFile(f"{root}/data/blobs.npz", "wb") as f:
+        f.write(buffer.getvalue())
+    config = tiny_digits(epochs=2, steps_per_epoch=3, figures=True)
+    config.data.update(dict(source=f"npz:{root}/data/blobs.npz", validation_size=40,
+                            labelled_classes=(0, 1), labels_per_class=5, num_extra_slots=1,
+                            labelled_batch_size=8, unlabelled_batch_size=16))
+    cwd_before = set(os.listdir("."))
+    metrics = experiment.train_and_evaluate(config, f"{root}/run", export_dir=f"{root}/export")
+    assert set(os.listdir(".")) == cwd_before  # no local folder named "ram:"
+    assert np.array(metrics["heldout"]["assignment_matrix"]).shape == (4, 5)  # 4 classes, 5 slots
+    files = set(tf.io.gfile.listdir(f"{root}/run"))
+    assert {"config.json", "metrics.json", "history.jsonl", "model.weights.h5", "confusion.png",
+            "samples.png", "data_meta.json", "checkpoints/", "tensorboard/"} <= files | {
+                f + "/" for f in files}, files
+    assert tensorboard_events(f"{root}/run/tensorboard")["val/accuracy"]
+    finished = rundir.load_run(f"{root}/run")
+    assert finished.meta.class_names == ["a", "b", "c", "d"]
+    meta = json.loads(tf.io.gfile.GFile(f"{root}/export/{export.METADATA_FILE}").read())
+    assert meta["class_names"] == ["a", "b", "c", "d"] and meta["workdir"] == f"{root}/run"
+    loaded = tf.saved_model.load(f"{root}/export")  # kept: its functions need its variables
+    served = loaded.classify(images[200:210])
+    assert served["label"].shape == (10,) and set(served["label"].numpy()) <= {-1, 0, 1, 2, 3}
+    assert not [p for p in tf.io.gfile.listdir(root) if p.startswith(".")]  # no temporaries
+    from gmdgm_tf import predict  # pylint: disable=import-outside-toplevel
+    buffer = io.BytesIO()
+    np.save(buffer, images[200:203])
+    with tf.io.gfile.GFile(f"{root}/data/three.npy", "wb") as f:
+        f.write(buffer.getvalue())
+    result = predict.predict(f"{root}/export", f"{root}/data/three.npy")
+    assert [p["label"] for p in result["predictions"]] == list(served["label"].numpy()[:3])

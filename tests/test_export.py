@@ -611,7 +611,7 @@ def test_predict_imports_only_tensorflow_numpy_absl():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
-    assert imported <= {"csv", "json", "os", "sys", "numpy", "tensorflow", "absl"}, imported
+    assert imported <= {"csv", "io", "json", "os", "sys", "numpy", "tensorflow", "absl"}, imported
 
 
 def test_concurrent_classify_calls_match_sequential(run):
