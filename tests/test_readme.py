@@ -1,6 +1,6 @@
-"""The README's Table 1 is the committed table, and the committed table is what the
-committed run summaries give: a regenerated table not copied into the README, or runs
-filed without regenerating the table, fail here."""
+"""The README's tables (Table 1 on MNIST; the digits default over seeds) are the committed
+tables, and each committed table is what its committed run summaries give: a regenerated
+table not copied into the README, or runs filed without regenerating the table, fail here."""
 
 import os
 
@@ -9,24 +9,28 @@ import pytest
 from gmdgm_tf.sweeps import report
 from conftest import REPO
 
-TABLE1 = os.path.join(REPO, "results", "table1")
+# README block name -> the results folder its table is written from
+BLOCKS = {"table1": "table1", "digits": "digits"}
 
 
-def readme_block():
+def readme_block(name):
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    assert report.README_BEGIN in text and report.README_END in text
-    return text.split(report.README_BEGIN, 1)[1].split(report.README_END, 1)[0].strip("\n")
+    begin, end = report.readme_markers(name)
+    assert begin in text and end in text, f"README lacks the {name} block"
+    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
 
 
-def test_readme_table1_equals_the_committed_table_and_its_runs():
-    runs_dir = os.path.join(TABLE1, "runs")
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_readme_table_equals_the_committed_table_and_its_runs(name):
+    folder = os.path.join(REPO, "results", BLOCKS[name])
+    runs_dir = os.path.join(folder, "runs")
     if not os.path.isdir(runs_dir) or not os.listdir(runs_dir):
-        assert readme_block() == "", "the README quotes a Table 1 but no runs are committed"
+        assert readme_block(name) == "", f"the README quotes a {name} table but no runs"
         return
-    with open(os.path.join(TABLE1, "table1_summary.md"), encoding="utf-8") as f:
+    with open(os.path.join(folder, "table1_summary.md"), encoding="utf-8") as f:
         committed = f.read().strip("\n")
-    assert readme_block() == committed, "copy results/table1/table1_summary.md into README"
+    assert readme_block(name) == committed, f"copy {folder}/table1_summary.md into README"
     recipes, runs = report.read_runs(runs_dir)
     fresh = report.summary_markdown(report.aggregate(runs, recipes)).strip("\n")
     assert committed == fresh, "rerun gmdgm_tf.sweeps.report: the table is stale"
@@ -38,3 +42,6 @@ def test_readme_block_replacement_keeps_the_rest():
     assert new == f"intro\n{report.README_BEGIN}\n| new |\n{report.README_END}\noutro\n"
     with pytest.raises(report.ReportError, match="no .* block"):
         report.replace_readme_block("no markers", "x")
+    begin, end = report.readme_markers("digits")
+    assert report.replace_readme_block(f"{begin}\nold\n{end}", "new\n", "digits") == (
+        f"{begin}\nnew\n{end}")

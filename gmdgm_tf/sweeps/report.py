@@ -144,7 +144,7 @@ def aggregate(runs, recipes=None, protocols=PROTOCOLS):
             row = {"recipe": recipe, "model": model, "protocol": protocol,
                    "description": " | ".join(dict.fromkeys(describe(r["config"]) for r in mine)),
                    "seeds": [r["seed"] for r in mine], "n_seeds": len(mine),
-                   "paper": PAPER.get(model)}
+                   "paper": PAPER.get(model) if _paper_dataset(mine) else None}
             for group, key, _ in GROUPS:
                 row[group] = mean_sd([None if r["metrics"][protocol][key] is None
                                       else 100 * r["metrics"][protocol][key] for r in mine])
@@ -152,6 +152,11 @@ def aggregate(runs, recipes=None, protocols=PROTOCOLS):
             row.update({k: mean_sd([s[k] for s in stats]) for k in STATS})
             rows.append(row)
     return rows
+
+
+def _paper_dataset(runs):
+    """The paper's numbers sit beside runs on its dataset (MNIST) only."""
+    return bool(runs) and all(r["config"]["data"]["source"] == "mnist" for r in runs)
 
 
 def format_mean_sd(stat, digits=1):
@@ -193,8 +198,13 @@ def _paper(row, group):
     return f"{mean:.1f} ({sd:.1f})"
 
 
-README_BEGIN = "<!-- table1: written by gmdgm_tf.sweeps.report --readme; do not edit -->"
-README_END = "<!-- table1: end -->"
+def readme_markers(block="table1"):
+    """-> (begin, end): the README lines around a table this report writes (--readme_block)."""
+    return (f"<!-- {block}: written by gmdgm_tf.sweeps.report --readme; do not edit -->",
+            f"<!-- {block}: end -->")
+
+
+README_BEGIN, README_END = readme_markers()
 
 
 def summary_markdown(rows):
@@ -208,12 +218,13 @@ def summary_markdown(rows):
     return _md_table(header, body) + "\n"
 
 
-def replace_readme_block(text, block):
-    """README text with the part between README_BEGIN and README_END replaced by block."""
-    if README_BEGIN not in text or README_END not in text:
-        raise ReportError(f"the README has no {README_BEGIN!r} ... {README_END!r} block")
-    head, rest = text.split(README_BEGIN, 1)
-    return head + README_BEGIN + "\n" + block + rest[rest.index(README_END):]
+def replace_readme_block(text, block, name="table1"):
+    """README text with the part between the `name` markers replaced by block."""
+    begin, end = readme_markers(name)
+    if begin not in text or end not in text:
+        raise ReportError(f"the README has no {begin!r} ... {end!r} block")
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + block + rest[rest.index(end):]
 
 
 def _md_table(header, rows):
@@ -363,8 +374,10 @@ def define_flags():
     flags.DEFINE_string("out", None, "Directory for table1.md/.csv, all_runs.json, figures.")
     flags.DEFINE_list("recipes", None, "Recipes to show, in this order (default: all found, "
                       "sorted).")
-    flags.DEFINE_string("readme", None, "Also rewrite this README's Table 1 block "
-                        "(between the table1 markers) with table1_summary.md.")
+    flags.DEFINE_string("readme", None, "Also rewrite this README's block (between the "
+                        "--readme_block markers) with table1_summary.md.")
+    flags.DEFINE_string("readme_block", "table1", "Name in the README markers "
+                        "'<!-- NAME: written by ... -->' ... '<!-- NAME: end -->'.")
     flags.mark_flags_as_required(["summaries", "out"])
 
 
@@ -376,7 +389,8 @@ def main(argv):
         result = write_report(f.summaries, f.out, f.recipes)
         if f.readme:
             with open(f.readme, encoding="utf-8") as fh:
-                text = replace_readme_block(fh.read(), summary_markdown(result["rows"]))
+                text = replace_readme_block(fh.read(), summary_markdown(result["rows"]),
+                                            f.readme_block)
             with open(f.readme, "w", encoding="utf-8") as fh:
                 fh.write(text)
     except ReportError as e:
