@@ -33,7 +33,10 @@ setuptools.setup(
         "tensorboard==2.21.*",
     ],
     extras_require={
-        # nbclient + ipykernel: tests/test_notebooks.py executes colab/*.ipynb
-        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+        # nbclient + ipykernel: tests/test_notebooks.py executes colab/*.ipynb;
+        # pytest-xdist: the suite runs in 2 processes (most of it is TensorFlow start-up in
+        # subprocesses, which is single-threaded)
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.9",
+                 "ipykernel>=6.29"],
     },
 )

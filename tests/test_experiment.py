@@ -185,11 +185,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_cli_prints_one_line_error_and_writes_nothing(tmp_path):
     workdir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(_train_cmd(workdir, "--config.model.name=vae"), cwd=REPO,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=env)
     assert result.returncode == 2
-    assert "error: unknown model 'vae'" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown model 'vae'; choose one of ['gmdgm', 'm2']")
     assert not workdir.exists()
+    # the resolved config is logged first; TensorFlow's C++ INFO lines are off by default
+    assert "config:\n" in result.stderr and "  name: vae" in result.stderr
+    assert "cpu_feature_guard" not in result.stderr
+    # ... and a user's own TF_CPP_MIN_LOG_LEVEL wins
+    verbose = subprocess.run(_train_cmd(workdir, "--config.model.name=vae"), cwd=REPO,
+                             capture_output=True, text=True,
+                             env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"))
+    assert verbose.returncode == 2 and "cpu_feature_guard" in verbose.stderr
 
 
 def test_cli_refuses_non_empty_export_dir_before_training(tmp_path):

@@ -45,3 +45,13 @@ def test_readme_block_replacement_keeps_the_rest():
     begin, end = report.readme_markers("digits")
     assert report.replace_readme_block(f"{begin}\nold\n{end}", "new\n", "digits") == (
         f"{begin}\nnew\n{end}")
+
+
+def test_ci_runs_the_readme_test_command():
+    """CI must run exactly the command the README gives for testing."""
+    import re  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = re.search(r"^(python -m pytest [^#\n]*?)\s*# test", f.read(), re.M).group(1)
+    with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
+        ci = [line.strip() for line in f if line.startswith("python -m pytest")]
+    assert ci == [readme]
