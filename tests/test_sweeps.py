@@ -116,6 +116,21 @@ def test_aggregate_mean_and_sample_sd(summaries):
                                 "paper, float32, 30 epochs")
 
 
+def test_other_datasets_get_their_slot_count_and_no_paper_numbers(summaries):
+    folder = os.path.join(summaries, "gm_seed0")
+    for name, edit in (("config.json", lambda c: c["data"].update(source="npz:x.npz")),
+                       ("data_meta.json", lambda m: m.update(class_names=list("abcd")))):
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            obj = json.load(f)
+        edit(obj)
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+    recipes, runs = report.read_runs(summaries, ["gm", "m2u"])
+    rows = {row["recipe"]: row for row in report.aggregate(runs, recipes)}
+    assert rows["gm"]["paper"] is None and rows["m2u"]["paper"] == report.PAPER["m2"]
+    assert rows["gm"]["description"].startswith("GM-DGM, lr 0.001, 19 slots")  # 4 + 15
+
+
 def test_markdown_and_csv_from_hand_made_runs(summaries):
     recipes, runs = report.read_runs(summaries)
     assert recipes == ["gm", "m2u"]                 # default: every recipe found, sorted

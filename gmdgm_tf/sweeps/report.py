@@ -97,13 +97,14 @@ def read_runs(summaries, recipes=None):
     return recipes, runs
 
 
-def describe(config):
-    """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'."""
+def describe(config, num_classes=10):
+    """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'
+    (num_classes: the dataset's, from data_meta.json)."""
     data, train = config.get("data", {}), config.get("train", {})
     epochs = train.get("epochs")
     return (f"{plots.model_title(config.get('model', {}).get('name'))}, "
             f"lr {config.get('optimizer', {}).get('learning_rate')}, "
-            f"{10 + int(data.get('num_extra_slots', 0))} slots, "
+            f"{num_classes + int(data.get('num_extra_slots', 0))} slots, "
             f"prior rule {data.get('prior_rule', 'paper')}, {train.get('precision')}, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}")
 
@@ -142,7 +143,9 @@ def aggregate(runs, recipes=None, protocols=PROTOCOLS):
         model = mine[0]["model"] if mine else None
         for protocol in protocols:
             row = {"recipe": recipe, "model": model, "protocol": protocol,
-                   "description": " | ".join(dict.fromkeys(describe(r["config"]) for r in mine)),
+                   "description": " | ".join(dict.fromkeys(
+                       describe(r["config"], len(r["data_meta"].get("class_names", range(10))))
+                       for r in mine)),
                    "seeds": [r["seed"] for r in mine], "n_seeds": len(mine),
                    "paper": PAPER.get(model) if _paper_dataset(mine) else None}
             for group, key, _ in GROUPS:
