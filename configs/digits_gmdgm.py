@@ -1,7 +1,10 @@
-r"""GM-DGM on scikit-learn's 8x8 digits: the offline default, a few minutes on 2 CPU cores.
+r"""GM-DGM on scikit-learn's 8x8 digits: the offline default, 3-6 minutes on 2 CPU cores.
 
 The paper's split scaled down: digits 0,1,2,8,9 with 10 labels each, 3-7 unlabelled,
 15 slots with the paper's prior rule. 1797 images: 400 test, 300 validation.
+One departure from the paper's settings: Adam learning rate 1e-3 (paper: 3e-4), chosen
+on the VALIDATION split among {3e-4; 1e-3; 1e-3 with 25 slots}, mean validation accuracy
+over seeds 0-2 (80.3, 87.0, 86.8 %; results/digits/recipe.md), never on the test split.
 
   python -m gmdgm_tf.train --config=configs/digits_gmdgm.py --workdir=runs/digits
 """
@@ -21,5 +24,6 @@ def get_config(arg=None):
     config.model.name = "gmdgm"
     config.model.hidden_sizes = (256, 256)
     config.model.z_dim = 32
+    config.optimizer.learning_rate = 1e-3
     config.train.epochs = 300
     return apply_arg(config, arg)

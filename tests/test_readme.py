@@ -55,3 +55,20 @@ def test_ci_runs_the_readme_test_command():
     with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
         ci = [line.strip() for line in f if line.startswith("python -m pytest")]
     assert ci == [readme]
+
+
+def test_readme_digits_numbers_are_runs_of_the_current_default_config():
+    """The README quotes the digits runs as the main job's numbers: they must be runs of
+    configs/digits_gmdgm.py as it is now (a changed default needs new runs)."""
+    import json  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf import rundir  # pylint: disable=import-outside-toplevel
+    from conftest import load_config  # pylint: disable=import-outside-toplevel
+    runs_dir = os.path.join(REPO, "results", "digits", "runs")
+    if not os.path.isdir(runs_dir):
+        pytest.skip("no digits runs committed")
+    for name in sorted(os.listdir(runs_dir)):
+        with open(os.path.join(runs_dir, name, "config.json"), encoding="utf-8") as f:
+            filed = json.load(f)
+        current = load_config("digits_gmdgm")
+        current.seed = filed["seed"]
+        assert rundir.config_differences(filed, json.loads(current.to_json())) == [], name
