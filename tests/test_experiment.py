@@ -383,6 +383,20 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
+def test_read_only_workdir_is_refused_in_one_line(tmp_path):
+    """A read-only filesystem (a ro tmpfs: chmod does not stop root, EROFS does)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(rundir.RunDirError, match=r"cannot be written \(.* is read-only\)"):
+            experiment.train_and_evaluate(tiny_digits(), str(mount / "run"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
 def test_a_really_full_disk_ends_the_run_in_one_line_not_a_crash(small_disk):
     workdir = small_disk / "run"
     result = subprocess.run(_train_cmd(workdir, "--config.train.epochs=2",
