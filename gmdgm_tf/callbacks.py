@@ -209,7 +209,7 @@ class TensorBoard(keras.callbacks.Callback):
                     name = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
                     tf.summary.scalar(name, float(v))
             if self.split is not None and self.every and (epoch + 1) % self.every == 0:
-                tf.summary.image("samples/decoded_by_slot", self.sample_grid()[None], step=epoch + 1)
+                tf.summary.image("samples/decoded_by_slot", self.sample_grid()[None])
         self.writer.flush()
 
     def sample_grid(self):

@@ -62,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "mnist"            # digits | mnist | fashion_mnist | tfds:<name> | npz:<path>
+    config.data.source = "mnist"            # digits | (fashion_)mnist | tfds:<name> | npz:<path>
     config.data.dir = ""                    # IDX directory; "" -> $GMDGM_DATA_DIR, then TFDS
     config.data.tfds_dir = ""               # TFDS data_dir ("" -> TFDS default)
     config.data.to_grayscale = False        # colour images -> luminance (else refused)

@@ -80,6 +80,10 @@ def files(path):
     return _TFFiles() if "://" in path else _LocalFiles
 
 
+def _full_path(path):
+    return path if "://" in path else os.path.abspath(path)
+
+
 def load_metadata(export_dir):
     path = os.path.join(export_dir, METADATA_FILE)
     fs = files(export_dir)
@@ -218,8 +222,7 @@ def predict(export_dir, images_path, batch_size=DEFAULT_BATCH):
         "probs": [round(float(p), 6) for p in arrays["probs"][i]],
         "slot": int(arrays["slot"][i]), "slot_class": int(arrays["slot_class"][i]),
     } for i in range(len(ids))]
-    full = lambda p: p if "://" in p else os.path.abspath(p)  # pylint: disable=unnecessary-lambda-assignment
-    return {"export_dir": full(export_dir), "images": full(images_path),
+    return {"export_dir": _full_path(export_dir), "images": _full_path(images_path),
             "dataset": metadata["dataset"], "slot_map_protocol": metadata["slot_map_protocol"],
             "class_names": names, "predictions": predictions}
 
