@@ -1,5 +1,6 @@
 """End to end: training beats chance, resume after SIGKILL, determinism, bad input."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -371,30 +372,32 @@ def test_a_failed_write_ends_the_run_in_one_line_and_keeps_the_last_checkpoint(t
     assert [json.loads(l)["epoch"] for l in open(workdir / "history.jsonl")] == [1, 2]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MiB tmpfs (root only; skipped where mounting is not allowed)."""
-    mount = tmp_path / "small"
+@contextlib.contextmanager
+def tmpfs(mount, options):
+    """A tmpfs mounted at `mount` with `options` (root only; the test is skipped where
+    mounting is not allowed), unmounted afterwards."""
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                       capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs."""
+    with tmpfs(tmp_path / "small", "size=3m") as mount:
+        yield mount
 
 
 def test_read_only_workdir_is_refused_in_one_line(tmp_path):
     """A read-only filesystem (a ro tmpfs: chmod does not stop root, EROFS does)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-                      capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
         with pytest.raises(rundir.RunDirError, match=r"cannot be written \(.* is read-only\)"):
             experiment.train_and_evaluate(tiny_digits(), str(mount / "run"))
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_really_full_disk_ends_the_run_in_one_line_not_a_crash(small_disk):
