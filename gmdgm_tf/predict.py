@@ -64,15 +64,25 @@ class _LocalFiles:
 
 
 class _TFFiles:
-    """The same on a TF filesystem URL (gs://...), through tf.io.gfile."""
+    """The same on a TF filesystem URL (gs://...), through tf.io.gfile (TensorFlow is
+    imported only for URLs)."""
 
-    def __getattr__(self, name):
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel  # only for URLs
-        if name == "read":
-            return lambda path: tf.io.gfile.GFile(path, "rb").read()
-        if name == "isfile":
-            return lambda path: tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
-        return getattr(tf.io.gfile, name)
+    def __init__(self):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        self.gfile = tf.io.gfile
+
+    def isdir(self, path):
+        return self.gfile.isdir(path)
+
+    def isfile(self, path):
+        return self.gfile.exists(path) and not self.gfile.isdir(path)
+
+    def listdir(self, path):
+        return self.gfile.listdir(path)
+
+    def read(self, path):
+        with self.gfile.GFile(path, "rb") as f:
+            return f.read()
 
 
 def files(path):
