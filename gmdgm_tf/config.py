@@ -31,6 +31,14 @@ PRIOR_RULES = ("paper", "uniform")
 # "tfds:<name>", or a NumPy file of the user's own as "npz:<path>" (see data.py).
 SOURCES = ("digits", "mnist", "fashion_mnist")
 SOURCE_KINDS = ("tfds", "npz")
+# Data fields only some sources read: set for another source they would be ignored, so
+# validate() refuses them (field -> the source kinds that read it, and what to use instead).
+SOURCE_FIELDS = {
+    "data.dir": (("mnist", "fashion_mnist"), {"tfds": "data.tfds_dir for a TFDS directory",
+                                              "npz": "the file's path in data.source"}),
+    "data.tfds_dir": (("mnist", "fashion_mnist", "tfds"), {"npz": "the file's path in data.source"}),
+    "data.test_size": (("digits",), {}),
+}
 STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "none")
 CHOICES = {
     "model.name": MODELS, "model.likelihood": LIKELIHOODS,
@@ -203,7 +211,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if value not in allowed:
             label = _LABELS.get(field, field)
             raise ConfigError(f"unknown {label} {value!r}; choose one of {list(allowed)}")
-    parse_source(config.data.source)
+    kind, _ = parse_source(config.data.source)
+    for field, (kinds, instead) in SOURCE_FIELDS.items():
+        value = config.data[field.split(".")[1]]
+        if value and kind not in kinds:
+            hint = f"; use {instead[kind]}" if kind in instead else ""
+            raise ConfigError(f"{field} is read only for data.source {' or '.join(kinds)}, "
+                              f"not {config.data.source!r}{hint}")
     d, m, o, t = config.data, config.model, config.optimizer, config.train
     labelled = tuple(d.labelled_classes)
     checks = [

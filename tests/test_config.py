@@ -86,6 +86,30 @@ def test_bad_values_are_refused_naming_the_field(field, value, message):
         config_lib.validate(config)
 
 
+@pytest.mark.parametrize("source, field, value, message", [
+    ("tfds:kmnist", "dir", "/data/mnist", "data.dir is read only for data.source mnist or "
+     "fashion_mnist, not 'tfds:kmnist'; use data.tfds_dir"),
+    ("npz:my.npz", "dir", "/data", "data.dir .* not 'npz:my.npz'; use the file's path"),
+    ("digits", "dir", "/data", r"data.dir .* not 'digits'$"),
+    ("npz:my.npz", "tfds_dir", "/tfds", "data.tfds_dir is read only for data.source mnist or "
+     "fashion_mnist or tfds"),
+    ("mnist", "test_size", 100, "data.test_size is read only for data.source digits"),
+])
+def test_a_data_field_the_source_would_ignore_is_refused(source, field, value, message):
+    config = _with("data.source", source)
+    config.data[field] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_data_fields_of_the_chosen_source_are_accepted():
+    for source, field, value in [("mnist", "dir", "/d"), ("fashion_mnist", "tfds_dir", "/t"),
+                                 ("tfds:kmnist", "tfds_dir", "/t"), ("digits", "test_size", 5)]:
+        config = _with("data.source", source)
+        config.data[field] = value
+        config_lib.validate(config)
+
+
 def test_labels_per_class_may_be_zero_without_labelled_classes():
     config = _with("data.labelled_classes", ())
     config.data.labels_per_class = 0
