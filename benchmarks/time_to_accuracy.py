@@ -12,10 +12,19 @@ never used: model selection still looks at validation only. Writes
 (training plus the validation pass), validation accuracy and heldout test accuracy, and
 the first time the heldout accuracy reached --target. A rerun on the same workdir resumes
 (epochs trained before this process are in history.jsonl but have no heldout score).
+
+With --summaries=DIR the run's small files (SUMMARY_FILES: no weights) are also copied to
+DIR/<workdir's name>/, ready to commit; `--report=DIR` (no training) then writes
+DIR/summary.md, one row per run and the mean minutes to the target over the seeds:
+
+  python benchmarks/time_to_accuracy.py --report=results/time_to_accuracy/fast
 """
 
+import glob
 import json
 import os
+import shutil
+import statistics
 import time
 
 import keras
@@ -28,8 +37,13 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_
 flags.DEFINE_string("workdir", None, "Run directory.")
 flags.DEFINE_float("minutes", 30.0, "Wall-clock training budget (train.max_minutes).")
 flags.DEFINE_float("target", 0.9, "Heldout accuracy whose time to reach is reported.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_string("summaries", None, "Also copy the run's small files to "
+                    "SUMMARIES/<workdir's name>/ (for committing).")
+flags.DEFINE_string("report", None, "Write REPORT/summary.md from the runs filed in REPORT "
+                    "by --summaries, and exit (no training).")
 FLAGS = flags.FLAGS
+RESULT = "time_to_accuracy"  # <workdir>/time_to_accuracy.{md,json}
+SUMMARY_FILES = ("config.json", "history.jsonl", "metrics.json", RESULT + ".md", RESULT + ".json")
 
 
 class HeldoutProbe(keras.callbacks.Callback):
@@ -67,8 +81,68 @@ def table(records, metrics, minutes, target):
     return "\n".join(lines) + "\n"
 
 
+def summary(folders):
+    """[run folder with time_to_accuracy.json and config.json] -> Markdown: one row per run,
+    then the mean (sample SD) minutes to the target over the runs that reached it."""
+    results = {}
+    for folder in folders:
+        with open(os.path.join(folder, RESULT + ".json"), encoding="utf-8") as f:
+            results[folder] = json.load(f)
+    targets = sorted({r["target"] for r in results.values()})
+    if len(targets) != 1:
+        raise app.UsageError(f"the runs have different targets {targets}: report them apart")
+    target, rows, reached_minutes = targets[0], [], []
+    for folder, result in results.items():
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            seed = json.load(f)["seed"]
+        records = result["epochs"]
+        hit = next((r for r in records if r["heldout_accuracy"] >= target), None)
+        if hit:
+            reached_minutes.append(hit["wall_seconds"] / 60)
+        seconds = [b["wall_seconds"] - a["wall_seconds"] for a, b in zip(records, records[1:])]
+        rows.append(
+            f"| {os.path.basename(folder)} | {seed} | {result['minutes']:g} | {len(records)} | "
+            + (f"{hit['wall_seconds'] / 60:.1f} (epoch {hit['epoch']})" if hit else "not reached")
+            + f" | {100 * max(r['heldout_accuracy'] for r in records):.1f} "
+            f"| {100 * result['metrics']['heldout']['accuracy']:.1f} "
+            f"| {statistics.median(seconds) if seconds else float('nan'):.0f} |")
+    n = len(rows)
+    if len(reached_minutes) == n and n >= 2:
+        mean = (f"{statistics.mean(reached_minutes):.1f} min (SD "
+                f"{statistics.stdev(reached_minutes):.1f}) over {n} runs")
+    else:
+        mean = (f"reached by {len(reached_minutes)} of {n} runs"
+                + (f" (those: {', '.join(f'{m:.1f}' for m in reached_minutes)} min)"
+                   if reached_minutes else ""))
+    return "\n".join([
+        f"Minutes of wall clock (training plus each epoch's validation pass) until the heldout "
+        f"test accuracy first reached {100 * target:g} %; the test score is measured each "
+        "epoch, never used (selection and the slot names use validation).", "",
+        "| run | seed | budget (min) | epochs | minutes to target | best heldout in any epoch "
+        "| heldout of the selected epoch | median s / epoch |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+        f"Time to {100 * target:g} %: {mean}."]) + "\n"
+
+
+def report(directory):
+    """Writes directory/summary.md from its run folders -> the text."""
+    folders = sorted(os.path.dirname(p) for p in
+                     glob.glob(os.path.join(directory, "*", RESULT + ".json")))
+    if not folders:
+        raise app.UsageError(f"no {RESULT}.json under {directory}/*/")
+    text = summary(folders)
+    with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
 def main(argv):
     del argv
+    if FLAGS.report:
+        print(report(FLAGS.report))
+        return
+    if FLAGS.config is None or not FLAGS.workdir:
+        raise app.UsageError("--config and --workdir are required (or --report=DIR)")
     config = FLAGS.config
     with config.unlocked():
         config.train.max_minutes = FLAGS.minutes
@@ -76,13 +150,18 @@ def main(argv):
     probe = HeldoutProbe(split)
     metrics = experiment.train_and_evaluate(config, FLAGS.workdir, callbacks=[probe])
     text = table(probe.records, metrics, FLAGS.minutes, FLAGS.target)
-    with open(os.path.join(FLAGS.workdir, "time_to_accuracy.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(FLAGS.workdir, RESULT + ".md"), "w", encoding="utf-8") as f:
         f.write(text)
-    with open(os.path.join(FLAGS.workdir, "time_to_accuracy.json"), "w",
+    with open(os.path.join(FLAGS.workdir, RESULT + ".json"), "w",
               encoding="utf-8") as f:
         json.dump({"target": FLAGS.target, "minutes": FLAGS.minutes, "epochs": probe.records,
                    "metrics": {k: metrics[k] for k in ("heldout", "paper", "training")}},
                   f, indent=1)
+    if FLAGS.summaries:
+        dest = os.path.join(FLAGS.summaries, os.path.basename(os.path.normpath(FLAGS.workdir)))
+        os.makedirs(dest, exist_ok=True)
+        for name in SUMMARY_FILES:
+            shutil.copy2(os.path.join(FLAGS.workdir, name), dest)
     print(text)
 
 

@@ -34,9 +34,29 @@ def test_time_to_accuracy_smoke_with_a_user_callback(tmp_path):
     workdir = tmp_path / "tta"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_accuracy.py"),
            f"--config={os.path.join(ROOT, 'configs', 'digits_gmdgm.py')}:smoke",
-           f"--workdir={workdir}", "--minutes=5", "--target=0.0", "--config.train.epochs=3"]
+           f"--workdir={workdir}", "--minutes=5", "--target=0.0", "--config.train.epochs=3",
+           f"--summaries={tmp_path / 'filed'}"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     result = json.loads((workdir / "time_to_accuracy.json").read_text())
     assert [r["epoch"] for r in result["epochs"]] == [1, 2, 3]
     assert all(0 <= r["heldout_accuracy"] <= 1 for r in result["epochs"])
     assert "Time to 0 % heldout: " in (workdir / "time_to_accuracy.md").read_text()
+    filed = tmp_path / "filed" / "tta"
+    assert sorted(p.name for p in filed.iterdir()) == sorted(
+        ["config.json", "history.jsonl", "metrics.json", "time_to_accuracy.md",
+         "time_to_accuracy.json"])  # no weights
+    # a second run that never reaches its target, filed beside it; then the report
+    other = json.loads((filed / "time_to_accuracy.json").read_text())
+    for record in other["epochs"]:
+        record["heldout_accuracy"] = -0.25  # below the target: never reached
+    (tmp_path / "filed" / "tta_s1").mkdir()
+    (tmp_path / "filed" / "tta_s1" / "time_to_accuracy.json").write_text(json.dumps(other))
+    (tmp_path / "filed" / "tta_s1" / "config.json").write_text(json.dumps({"seed": 1}))
+    subprocess.run([sys.executable, cmd[1], f"--report={tmp_path / 'filed'}"], check=True,
+                   capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    lines = (tmp_path / "filed" / "summary.md").read_text().splitlines()
+    minutes = result["epochs"][0]["wall_seconds"] / 60
+    assert lines[4].startswith(f"| tta | 0 | 5 | 3 | {minutes:.1f} (epoch 1) |")
+    assert lines[5].startswith("| tta_s1 | 1 | 5 | 3 | not reached |")
+    assert "| -25.0 |" in lines[5]
+    assert lines[-1] == f"Time to 0 %: reached by 1 of 2 runs (those: {minutes:.1f} min)."
