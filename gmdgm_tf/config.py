@@ -36,7 +36,8 @@ SOURCE_KINDS = ("tfds", "npz")
 SOURCE_FIELDS = {
     "data.dir": (("mnist", "fashion_mnist"), {"tfds": "data.tfds_dir for a TFDS directory",
                                               "npz": "the file's path in data.source"}),
-    "data.tfds_dir": (("mnist", "fashion_mnist", "tfds"), {"npz": "the file's path in data.source"}),
+    "data.tfds_dir": (("mnist", "fashion_mnist", "tfds"),
+                      {"npz": "the file's path in data.source"}),
     "data.test_size": (("digits",), {}),
 }
 STRATEGIES = ("auto", "tpu", "mirrored", "multi_worker", "none")

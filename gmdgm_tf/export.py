@@ -10,12 +10,12 @@ TensorFlow (no gmdgm_tf, Keras model code or TensorFlow Probability):
   m.classify(images)["label"]                      # Python call, any accepted input form
   m.signatures["classify"](images=images)          # serving signature (float32 [N, H, W])
 
-Images go in as the dataset gives them, [N, H, W] or [N, H, W, 1] (H, W = the training
-images, 28 x 28 for MNIST, 8 x 8 for digits): float16/32/64 in [0, 1], or uint8/int32/int64
-in the raw scale 0..`uint8_divisor` (255 for MNIST-like sources, 16 for scikit-learn's
-digits). Shape, NaN/Inf and range are checked, one clear message per bad input, and the
-images scaled and filtered inside the graph (gmdgm_tf.export_inputs lists what is accepted
-and how errors read). The named SavedModel signatures (for TF Serving or
+Images go in as the dataset gives them, [N, H, W], [N, H, W, 1] or flat rows [N, H*W]
+(H, W = the training images, 28 x 28 for MNIST, 8 x 8 for digits): float16/32/64 in [0, 1],
+or uint8/int32/int64 in the raw scale 0..`uint8_divisor` (255 for MNIST-like sources, 16
+for scikit-learn's digits). Shape, NaN/Inf and range are checked, one clear message per
+bad input, and the images scaled and filtered inside the graph (gmdgm_tf.export_inputs
+lists what is accepted and how errors read). The named SavedModel signatures (for TF Serving or
 `saved_model_cli`) take the rank-3 forms: `<name>` float32 and `<name>_uint8` uint8.
 
 Functions (dicts of named tensors out, documented with shapes on InferenceModule's

@@ -6,8 +6,8 @@ two rank-3 forms of the named serving signatures (float32 and uint8 [N, H, W]) a
 per accepted dtype with an input of unknown shape, whose rank and size `check_images`
 checks along with the values:
 
-- shape [N, H, W] or [N, H, W, 1] (one image x goes in as x[None]); N may be 0, giving
-  empty outputs;
+- shape [N, H, W], [N, H, W, 1] or flat rows [N, H*W] (one image x goes in as x[None]);
+  N may be 0, giving empty outputs;
 - float16, float32, float64: values in [0, 1], checked after the cast to float32 (NaN and
   Inf are checked before it, so a float64 too large for float32 is out of range, not Inf);
 - uint8, int32, int64: the dataset's raw scale 0..uint8_divisor (255 for MNIST-like
@@ -52,6 +52,7 @@ def check_images(images, height, width, divisor):
     shape = tf.shape(images)
     rank, dims = tf.size(shape), tf.concat([shape, tf.ones([4], tf.int32)], 0)  # dims[3] exists
     got = tf.strings.join([" (got shape ", _text(shape), ")"])
+    flat = rank == 2
     x = tf.cast(images, tf.float32)
     if images.dtype.is_floating:
         finite, top, scale = tf.math.is_finite(images), tf.constant(1.0), "[0, 1]"
@@ -59,10 +60,13 @@ def check_images(images, height, width, divisor):
         finite, top = tf.ones_like(images, tf.bool), divisor
         scale = tf.strings.join(["0..", _text(divisor), " for this model"])
     problems = [  # (condition, message parts...) in the order they are reported
-        ((rank == 3) | (rank == 4),
-         f"images must be a batch [N, {height}, {width}] or [N, {height}, {width}, 1]", got),
-        ((dims[1] == height) & (dims[2] == width),
-         f"images must be {height} x {width} pixels like the training images", got),
+        ((rank >= 2) & (rank <= 4),
+         f"images must be a batch [N, {height}, {width}], [N, {height}, {width}, 1] or "
+         f"[N, {height * width}]", got),
+        (tf.where(flat, dims[1] == height * width, (dims[1] == height) & (dims[2] == width)),
+         tf.where(flat, f"flat images [N, {height * width}] must have {height} x {width} = "
+                  f"{height * width} pixels like the training images",
+                  f"images must be {height} x {width} pixels like the training images"), got),
         (dims[3] == 1, "images must have 1 channel (grayscale)", got),
         (tf.reduce_all(finite), "images contain ",
          _text(tf.size(finite) - tf.math.count_nonzero(finite, dtype=tf.int32)),

@@ -6,7 +6,8 @@ r"""Predictions from an exported model (gmdgm_tf.export), with TensorFlow alone.
   python -m gmdgm_tf.predict --export_dir=DIR --images=photo.jpg --output=pred.jsonl
 
 --images is a .npy array, a PNG or JPEG file, or a directory of them (*.png, *.jpg,
-*.jpeg, sorted by name). A .npy holds [N, H, W], [N, H, W, 1] or one [H, W] image, as
+*.jpeg, sorted by name). A .npy holds [N, H, W], [N, H, W, 1], flat rows [N, H*W] or one
+[H, W] image, as
 uint8, int32 or int64 in the dataset's raw scale (0..255; 0..16 for digits) or as float16,
 float32 or float64 in [0, 1] -- the dtypes the export's Python functions accept
 (gmdgm_tf.export_inputs); other dtypes, other shapes (rank 5, 3 channels, ...), NaN/Inf
@@ -133,7 +134,8 @@ def read_image(path):
 
 
 def read_images(path):
-    """--images -> (ids [N] str, images array as stored: [N, H, W(, 1)] or [H, W])."""
+    """--images -> (ids [N] str, or None for a .npy (its rows are numbered once its shape is
+    read), images array as stored)."""
     fs = files(path)
     if fs.isdir(path):
         names = sorted(n.rstrip("/") for n in fs.listdir(path)
@@ -156,24 +158,28 @@ def read_images(path):
             images = np.load(io.BytesIO(fs.read(path)), allow_pickle=False)
         except (ValueError, OSError) as e:
             raise PredictError(f"cannot read {path}: {e}") from e
-        if images.ndim == 2:
-            images = images[None]
-        return [str(i) for i in range(images.shape[0] if images.ndim else 0)], images
+        return None, images
     raise PredictError(f"--images {path}: give a .npy file, a .png or .jpg file or a "
                        "directory of them")
 
 
 def check_images(images, metadata, source="images"):
     """Shape, dtype and range against the export, as the export's own in-graph check does
-    (gmdgm_tf.export_inputs; [H, W] is read as one image before) -> array the model
-    accepts; raises PredictError with one line otherwise."""
+    (gmdgm_tf.export_inputs; one [H, W] image and flat rows [N, H*W] become [N, H, W]
+    here) -> array the model accepts; raises PredictError with one line otherwise."""
     height, width = metadata["image_shape"]
     divisor = metadata["uint8_divisor"]
     shape = list(images.shape)
+    if shape == [height, width]:
+        images, shape = images[None], [1, height, width]
+    elif images.ndim == 2 and shape[1] == height * width:
+        images = images.reshape(shape[0], height, width)
+        shape = list(images.shape)
     if images.ndim not in (3, 4) or shape[1:3] != [height, width]:
         raise PredictError(
-            f"{source} have shape {shape}; this model ({metadata['dataset']}) takes "
-            f"[N, {height}, {width}], [N, {height}, {width}, 1] or [{height}, {width}]")
+            f"{source} have shape {list(images.shape)}; this model ({metadata['dataset']}) "
+            f"takes [N, {height}, {width}], [N, {height}, {width}, 1], [N, {height * width}] "
+            f"or [{height}, {width}]")
     if images.ndim == 4 and shape[3] != 1:
         raise PredictError(f"{source} have {shape[3]} channels (shape {shape}); this model "
                            "takes grayscale images, 1 channel")
@@ -208,6 +214,7 @@ def predict(export_dir, images_path, batch_size=DEFAULT_BATCH):
     metadata = load_metadata(export_dir)
     ids, images = read_images(images_path)
     images = check_images(images, metadata, source=os.path.basename(images_path.rstrip("/")))
+    ids = ids or [str(i) for i in range(len(images))]
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     module = tf.saved_model.load(export_dir)
     outputs = {k: [] for k in ("probs", "label", "slot", "slot_class")}

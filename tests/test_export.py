@@ -240,7 +240,8 @@ def test_batch_size_dtype_and_rank_give_the_same_predictions(run):
     m, x, x8 = run.loaded, run.images, run.images_uint8
     whole = m.classify(x)
     forms = [m.classify(x8), m.classify(x[..., None]), m.classify(x8[..., None]),
-             m.signatures["classify_uint8"](images=x8)]
+             m.signatures["classify_uint8"](images=x8), m.classify(x.reshape(N, 64)),
+             m.classify(x8.reshape(N, 64).astype(np.int64))]
     singles = [m.classify(x[i:i + 1]) for i in range(N)]
     forms.append({k: tf.concat([s[k] for s in singles], 0) for k in whole})
     for form in forms:
@@ -304,11 +305,13 @@ def _with(value, where, dtype, fill=0.5):
     return images
 
 
-BATCH = "images must be a batch [N, 8, 8] or [N, 8, 8, 1]"
+BATCH = "images must be a batch [N, 8, 8], [N, 8, 8, 1] or [N, 64]"
+FLAT = "flat images [N, 64] must have 8 x 8 = 64 pixels like the training images"
 # case: (images, the message; TF shows it as the first line "assertion failed: [<message>]")
 BAD_IMAGES = {
-    "one_image_rank2": (np.zeros((8, 8), np.float32), f"{BATCH} (got shape [8, 8])"),
-    "flat_rank2": (np.zeros((2, 64), np.float64), f"{BATCH} (got shape [2, 64])"),
+    "one_image_rank2": (np.zeros((8, 8), np.float32), f"{FLAT} (got shape [8, 8])"),
+    "flat_63": (np.zeros((2, 63), np.float64), f"{FLAT} (got shape [2, 63])"),
+    "rank1": (np.zeros((64,), np.uint8), f"{BATCH} (got shape [64])"),
     "rank5": (np.zeros((2, 8, 8, 1, 1), np.uint8), f"{BATCH} (got shape [2, 8, 8, 1, 1])"),
     "scalar": (np.float32(0.5), f"{BATCH} (got shape [])"),
     "size": (np.zeros((2, 7, 7), np.float32),
@@ -446,11 +449,12 @@ def test_predict_cli(run, tmp_path):
     for name, jpeg in jpegs.items():
         tf.io.write_file(str(pictures / name), jpeg)
     (pictures / "notes.txt").write_text("not an image")
+    np.save(tmp_path / "x_flat.npy", run.images_uint8.reshape(N, 64))
     np.save(tmp_path / "bad.npy", np.zeros((3, 28, 28), np.uint8))
     results = [run_cli(run, *args) for args in (
         [f"--images={tmp_path / 'x.npy'}", f"--output={tmp_path / 'p.jsonl'}"],
         [f"--images={pictures}", f"--output={tmp_path / 'p.csv'}"],
-        [f"--images={tmp_path / 'x.npy'}"],
+        [f"--images={tmp_path / 'x_flat.npy'}"],
         [f"--images={tmp_path / 'bad.npy'}"])]
     for proc in results[:3]:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -465,7 +469,7 @@ def test_predict_cli(run, tmp_path):
     assert [p["slot"] for p in predictions] == expected["slot"].numpy().tolist()
     assert [p["slot_class"] for p in predictions] == expected["slot_class"].numpy().tolist()
 
-    # stdout: the same predictions, one line per image.
+    # stdout, from the flat [N, 64] rows: the same predictions, one line per image.
     result = json.loads(results[2].stdout)
     assert result["predictions"] == predictions
     assert result["class_names"] == run.meta.class_names
@@ -489,13 +493,15 @@ def test_predict_cli(run, tmp_path):
     assert results[3].returncode == 2
     errors = [line for line in results[3].stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: bad.npy have shape [3, 28, 28]; this model (digits) takes "
-                      "[N, 8, 8], [N, 8, 8, 1] or [8, 8]"]
+                      "[N, 8, 8], [N, 8, 8, 1], [N, 64] or [8, 8]"]
 
 
 NPY_ERRORS = {  # .npy contents: the CLI's one error line
     "rank5": (np.zeros((2, 8, 8, 1, 1), np.uint8),
               "x.npy have shape [2, 8, 8, 1, 1]; this model (digits) takes [N, 8, 8], "
-              "[N, 8, 8, 1] or [8, 8]"),
+              "[N, 8, 8, 1], [N, 64] or [8, 8]"),
+    "flat_63": (np.zeros((2, 63), np.float32),
+                "x.npy have shape [2, 63]; this model (digits) takes [N, 8, 8]"),
     "3_channels": (np.zeros((2, 8, 8, 3), np.float32),
                    "x.npy have 3 channels (shape [2, 8, 8, 3]); this model takes grayscale "
                    "images, 1 channel"),
