@@ -285,13 +285,13 @@ def _move_into_place(tmp, export_dir):
     copied, METADATA_FILE last: an export without it is one whose copy did not finish."""
     gfile = tf.io.gfile
     if "://" in export_dir:
-        _remove_tree(export_dir)
+        rundir.remove_quietly(export_dir)
         files = [os.path.join(root, name) for root, _, names in gfile.walk(tmp) for name in names]
         for path in sorted(files, key=lambda p: os.path.basename(p) == METADATA_FILE):
             target = os.path.join(export_dir, os.path.relpath(path, tmp))
             gfile.makedirs(os.path.dirname(target))
             gfile.copy(path, target, overwrite=True)
-        _remove_tree(tmp)
+        rundir.remove_quietly(tmp)
         return
     if not gfile.exists(export_dir):
         gfile.rename(tmp, export_dir)
@@ -303,20 +303,13 @@ def _move_into_place(tmp, export_dir):
     except BaseException:
         gfile.rename(old, export_dir)
         raise
-    _remove_tree(old)
+    rundir.remove_quietly(old)
 
 
 def _sibling(path, what):
     """A fresh hidden name beside `path`: <parent>/.<base>.<what>-<pid>-<random>."""
     parent, base = os.path.split(path)
     return os.path.join(parent, f".{base}.{what}-{os.getpid()}-{os.urandom(4).hex()}")
-
-
-def _remove_tree(path):
-    try:
-        tf.io.gfile.rmtree(path)
-    except (OSError, tf.errors.OpError):
-        pass
 
 
 def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
@@ -376,7 +369,7 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
             f.write(model_card.model_card(metadata))
         _move_into_place(tmp, export_dir)
     except BaseException:
-        _remove_tree(tmp)
+        rundir.remove_quietly(tmp)
         raise
     logging.info("exported %s (%s map) to %s", workdir, protocol, export_dir)
     return metadata

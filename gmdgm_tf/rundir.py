@@ -63,16 +63,22 @@ def writing(path, *temporaries, kept="the previous version is kept"):
         yield
     except (OSError, tf.errors.OpError) as e:
         for tmp in temporaries:
-            try:
-                if tf.io.gfile.isdir(tmp):
-                    tf.io.gfile.rmtree(tmp)
-                elif tf.io.gfile.exists(tmp):
-                    tf.io.gfile.remove(tmp)
-            except (OSError, tf.errors.OpError):
-                pass
+            remove_quietly(tmp)
         reason = getattr(e, "message", None) or e.strerror or str(e)
         raise WriteError(f"could not write {path} ({reason.splitlines()[0][:200]}); "
                          f"{kept}; free space and rerun the same command") from e
+
+
+def remove_quietly(path):
+    """Removes a file or a directory tree (any TF filesystem) if it is there; a failure is
+    ignored: for temporaries whose removal must not hide the error being raised."""
+    try:
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        elif tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    except (OSError, tf.errors.OpError):
+        pass
 
 
 def check_free_space(directory, needed_bytes):
