@@ -14,9 +14,9 @@
     integers 0..C-1. Without ``class_names``, C = the largest label + 1.
 
 Colour images ([..., 3]) are refused unless ``config.data.to_grayscale`` asks for their
-luminance: the models and the export take one channel. ``data.dir``, ``data.tfds_dir`` and
-``data.test_size`` set for a source that does not read them are refused by
-config.validate (config.SOURCE_FIELDS), not ignored.
+luminance: the models and the export take one channel. ``data.dir`` and ``data.tfds_dir`` set
+for a source that does not read them are refused by config.validate
+(config.SOURCE_FIELDS), not ignored.
 """
 
 import dataclasses
