@@ -4,6 +4,7 @@ summaries (sweeps.report); and one tiny sweep end to end, run then report."""
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -145,6 +146,14 @@ def test_markdown_and_csv_from_hand_made_runs(summaries):
     assert "| gm | 1 | 93.0 | 90.0 / 70.0 / 80.0 | 82.0 | 0.500 | 20 | 19 | 100 / 200 |" in text
     assert "ddof=1" in text and "TestOS; test cpu; 2 CPUs (the runs trained on)" in text
     assert report.PROTOCOL_NOTE in text and "not comparable" not in text
+    # validation by epoch: gm's seeds ran 10, 20, 30 epochs (val * epoch / epochs), so up
+    # to epoch 10 only; at epoch e the seeds give 91 e / 10, 93 e / 20 and 80 e / 30 %
+    assert "| Recipe | Seeds | epoch 1 | epoch 5 | epoch 10 |" in text
+    cells = [f"{statistics.mean(v):.1f} ({statistics.stdev(v):.1f})"
+             for v in ([91 * e / 10, 93 * e / 20, 80 * e / 30] for e in (1, 5, 10))]
+    assert cells == ["5.5 (3.3)", "27.4 (16.5)", "54.7 (32.9)"]
+    assert f"| gm | 3 | {' | '.join(cells)} |" in text
+    assert "| m2u | 1 | 7.0 (n/a) | 35.0 (n/a) | 70.0 (n/a) |" in text
     flat = report.table_csv_rows(rows)
     assert len(flat) == 4 and set(flat[0]) == set(report.CSV_FIELDS)
     g = next(r for r in flat if r["recipe"] == "gm" and r["protocol"] == "heldout")

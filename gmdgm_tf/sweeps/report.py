@@ -256,6 +256,27 @@ def machine_line(runs):
     return f"Machine: {text} ({where})"
 
 
+EPOCH_STEPS = (5, 10, 25, 50, 100, 250, 500, 1000)  # validation_by_epoch's column spacing
+
+
+def validation_by_epoch(runs, recipes):
+    """-> (epochs, {recipe: {epoch: mean_sd of val_accuracy in %}}): epoch 1, every k-th
+    (k from EPOCH_STEPS: at most ~10 columns) and each recipe's last, wherever all of the
+    recipe's runs have it; shows whether the budget reached the plateau."""
+    seeds = {name: [{h["epoch"]: 100 * h["val_accuracy"] for h in r["history"]
+                     if "val_accuracy" in h} for r in runs if r["recipe"] == name]
+             for name in recipes}
+    longest = max((max(c) for per_seed in seeds.values() for c in per_seed if c), default=1)
+    every = next((k for k in EPOCH_STEPS if longest / k <= 10), EPOCH_STEPS[-1])
+    curves = {}
+    for name in recipes:
+        common = set.intersection(*(set(c) for c in seeds[name])) if seeds[name] else set()
+        if common:
+            keep = {e for e in common if e == 1 or e % every == 0} | {max(common)}
+            curves[name] = {e: mean_sd([c[e] for c in seeds[name]]) for e in keep}
+    return sorted(set().union(*curves.values())) if curves else [], curves
+
+
 def table_markdown(rows, runs, machine_text):
     """Table 1, the recipes, training costs and a per-run table -> Markdown text."""
     data = runs[0]["config"].get("data", {}) if runs else {}
@@ -291,7 +312,18 @@ def table_markdown(rows, runs, machine_text):
          for row in first]), "",
         "- Training s: the epochs' training time; wall s: the whole `python -m gmdgm_tf.train` "
         "run (start-up, data, evaluation, checkpoints) summed over attempts.",
-        f"- {machine_text}", "", "## Per run", ""]
+        f"- {machine_text}", ""]
+    epochs, curves = validation_by_epoch(runs, [row["recipe"] for row in first])
+    if epochs:
+        lines += ["## Validation accuracy by epoch", "",
+                  "Mean (SD) over seeds of the validation accuracy (slots named on validation) "
+                  "at the end of the epoch; whether it still rises at the last epochs tells "
+                  "whether the budget reached the plateau. Curves: learning_curves.png.", "",
+                  _md_table(["Recipe", "Seeds"] + [f"epoch {e}" for e in epochs],
+                            [[name, len([r for r in runs if r["recipe"] == name])]
+                             + [format_mean_sd(curve[e]) if e in curve else "-"
+                                for e in epochs] for name, curve in curves.items()]), ""]
+    lines += ["## Per run", ""]
     per_run = []
     for r in runs:
         m, t = r["metrics"], r["metrics"].get("training", {})
