@@ -320,9 +320,10 @@ def table_markdown(rows, runs, machine_text):
                   "at the end of the epoch; whether it still rises at the last epochs tells "
                   "whether the budget reached the plateau. Curves: learning_curves.png.", "",
                   _md_table(["Recipe", "Seeds"] + [f"epoch {e}" for e in epochs],
-                            [[name, len([r for r in runs if r["recipe"] == name])]
-                             + [format_mean_sd(curve[e]) if e in curve else "-"
-                                for e in epochs] for name, curve in curves.items()]), ""]
+                            [[row["recipe"], row["n_seeds"]]
+                             + [format_mean_sd(curves[row["recipe"]][e])
+                                if e in curves[row["recipe"]] else "-" for e in epochs]
+                             for row in first if row["recipe"] in curves]), ""]
     lines += ["## Per run", ""]
     per_run = []
     for r in runs:
