@@ -249,6 +249,23 @@ def test_plan_is_seed_major_and_refuses_repeated_names(tmp_path):
         run.plan([recipes[0], recipes[0]], [0], str(tmp_path))
 
 
+def test_a_filed_summary_counts_only_for_the_epochs_it_trained(tmp_path, monkeypatch):
+    """A summary filed from another machine (no workdir here) stands in for its run only
+    while the recipe asks for the epochs it trained; asked for more, the run trains."""
+    summaries, out = str(tmp_path / "summaries"), str(tmp_path / "out")
+    filed = tmp_path / "summaries" / "gm_seed0"
+    filed.mkdir(parents=True)
+    (filed / "metrics.json").write_text("{}")
+    (filed / "config.json").write_text(json.dumps({"train": {"epochs": 2}}))
+    trained = []
+    monkeypatch.setattr(run, "train", lambda r: trained.append(r.name) or 0)
+    for epochs, expected in ((2, []), (4, ["gm_seed0"])):
+        runs = run.plan([run.Recipe.parse(f"gm={DIGITS}:smoke,train.epochs={epochs}")], [0],
+                        out)
+        assert run.sweep(runs, summaries) == {"gm_seed0": "finished"}
+        assert trained == expected, epochs
+
+
 def test_commands_parse_as_the_train_entry_point_does(tmp_path, monkeypatch):
     from absl import flags  # pylint: disable=import-outside-toplevel
     from ml_collections import config_flags  # pylint: disable=import-outside-toplevel

@@ -17,7 +17,8 @@ metadata, figures, the runner's record; never weights or checkpoints) is copied 
 SUMMARIES/NAME_seedK/, ready to commit; `gmdgm_tf.sweeps.report` builds the table from
 those folders alone. Rerunning the same command skips runs whose summary is filed and
 resumes interrupted ones from their checkpoints; a finished run asked for more epochs
-resumes and trains on.
+resumes and trains on, or, when its workdir is gone (filed from another machine), trains
+again from scratch: a filed summary counts only for the epochs it trained.
 """
 
 import dataclasses
@@ -141,12 +142,18 @@ def asked_epochs(recipe):
     return int(module.get_config(recipe.config_arg).train.epochs)
 
 
-def is_complete(run):
-    """metrics.json exists and the run trained the epochs its recipe now asks for."""
-    if read_json(os.path.join(run.workdir, "metrics.json")) is None:
+def trained_as_asked(folder, recipe):
+    """folder (a workdir or a filed summary) has metrics.json and trained the epochs the
+    recipe now asks for."""
+    if read_json(os.path.join(folder, "metrics.json")) is None:
         return False
-    config = read_json(os.path.join(run.workdir, "config.json"), {})
-    return config.get("train", {}).get("epochs") == asked_epochs(run.recipe)
+    config = read_json(os.path.join(folder, "config.json"), {})
+    return config.get("train", {}).get("epochs") == asked_epochs(recipe)
+
+
+def is_complete(run):
+    """The run's workdir holds a finished run of the epochs its recipe now asks for."""
+    return trained_as_asked(run.workdir, run.recipe)
 
 
 def file_summary(run, summaries):
@@ -193,10 +200,15 @@ def sweep(runs, summaries):
     """Trains what is missing, filing each finished run -> {name: status}."""
     statuses = {}
     for i, run in enumerate(runs):
-        filed = os.path.exists(os.path.join(summaries, run.name, "metrics.json"))
-        if is_complete(run) or (filed and not os.path.exists(run.workdir)):
+        filed = os.path.join(summaries, run.name)
+        gone = not os.path.exists(run.workdir)  # e.g. trained on another machine
+        if is_complete(run) or (gone and trained_as_asked(filed, run.recipe)):
             statuses[run.name] = "finished"
         else:
+            if gone and os.path.exists(os.path.join(filed, "metrics.json")):
+                logging.warning("%s: the filed summary trained other epochs than the %d asked "
+                                "and its workdir is gone: training from scratch",
+                                run.name, asked_epochs(run.recipe))
             logging.info("run %d/%d: %s", i + 1, len(runs), run.name)
             code = train(run)
             statuses[run.name] = "finished" if code == 0 else f"failed (exit code {code})"
