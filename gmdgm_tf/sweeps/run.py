@@ -142,18 +142,12 @@ def asked_epochs(recipe):
     return int(module.get_config(recipe.config_arg).train.epochs)
 
 
-def trained_as_asked(folder, recipe):
-    """folder (a workdir or a filed summary) has metrics.json and trained the epochs the
-    recipe now asks for."""
+def finished_epochs(folder):
+    """The train.epochs of the finished run in folder (a workdir or a filed summary): None
+    without metrics.json."""
     if read_json(os.path.join(folder, "metrics.json")) is None:
-        return False
-    config = read_json(os.path.join(folder, "config.json"), {})
-    return config.get("train", {}).get("epochs") == asked_epochs(recipe)
-
-
-def is_complete(run):
-    """The run's workdir holds a finished run of the epochs its recipe now asks for."""
-    return trained_as_asked(run.workdir, run.recipe)
+        return None
+    return read_json(os.path.join(folder, "config.json"), {}).get("train", {}).get("epochs")
 
 
 def file_summary(run, summaries):
@@ -200,15 +194,17 @@ def sweep(runs, summaries):
     """Trains what is missing, filing each finished run -> {name: status}."""
     statuses = {}
     for i, run in enumerate(runs):
-        filed = os.path.join(summaries, run.name)
+        asked = asked_epochs(run.recipe)  # runs the config file: once per run
         gone = not os.path.exists(run.workdir)  # e.g. trained on another machine
-        if is_complete(run) or (gone and trained_as_asked(filed, run.recipe)):
+        # the workdir decides; only where it is gone does the filed summary stand in
+        trained = finished_epochs(os.path.join(summaries, run.name) if gone else run.workdir)
+        if trained == asked:
             statuses[run.name] = "finished"
         else:
-            if gone and os.path.exists(os.path.join(filed, "metrics.json")):
-                logging.warning("%s: the filed summary trained other epochs than the %d asked "
-                                "and its workdir is gone: training from scratch",
-                                run.name, asked_epochs(run.recipe))
+            if gone and trained is not None:
+                logging.warning("%s: the filed summary trained %s epochs, %d are asked, and "
+                                "its workdir is gone: training from scratch",
+                                run.name, trained, asked)
             logging.info("run %d/%d: %s", i + 1, len(runs), run.name)
             code = train(run)
             statuses[run.name] = "finished" if code == 0 else f"failed (exit code {code})"
