@@ -17,6 +17,18 @@ def test_every_config_file_loads_and_validates(path, arg):
     assert config.train.epochs == (2 if arg else config.train.epochs)
 
 
+def test_the_fast_m2_recipe_is_the_fast_gmdgm_one_but_for_model_and_budget():
+    """Table 1 compares the models at one recipe; only the budget differs (each model's
+    validation plateau: GM-DGM 40 epochs, M2 20; configs' docstrings)."""
+    gmdgm, m2 = (config_lib.load(os.path.join(REPO, "configs", f"mnist_{m}_fast.py")).to_dict()
+                 for m in ("gmdgm", "m2"))
+    assert (gmdgm["model"]["name"], m2["model"]["name"]) == ("gmdgm", "m2")
+    assert (gmdgm["train"]["epochs"], m2["train"]["epochs"]) == (40, 20)
+    for c in (gmdgm, m2):
+        del c["model"]["name"], c["train"]["epochs"]
+    assert gmdgm == m2
+
+
 def test_unknown_config_argument_is_refused():
     with pytest.raises(config_lib.ConfigError, match="unknown config argument 'smok'"):
         config_lib.load(os.path.join(REPO, "configs", "digits_gmdgm.py:smok"))
