@@ -32,6 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from gmdgm_tf import data, evaluation, experiment
+from gmdgm_tf.sweeps.report import format_mean_sd, mean_sd
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory.")
@@ -108,8 +109,7 @@ def summary(folders):
             f"| {statistics.median(seconds) if seconds else float('nan'):.0f} |")
     n = len(rows)
     if len(reached_minutes) == n and n >= 2:
-        mean = (f"{statistics.mean(reached_minutes):.1f} min (SD "
-                f"{statistics.stdev(reached_minutes):.1f}) over {n} runs")
+        mean = f"{format_mean_sd(mean_sd(reached_minutes))} min over {n} runs"
     else:
         mean = (f"reached by {len(reached_minutes)} of {n} runs"
                 + (f" (those: {', '.join(f'{m:.1f}' for m in reached_minutes)} min)"

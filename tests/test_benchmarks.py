@@ -60,3 +60,13 @@ def test_time_to_accuracy_smoke_with_a_user_callback(tmp_path):
     assert lines[5].startswith("| tta_s1 | 1 | 5 | 3 | not reached |")
     assert "| -25.0 |" in lines[5]
     assert lines[-1] == f"Time to 0 %: reached by 1 of 2 runs (those: {minutes:.1f} min)."
+    # when every run reaches it: the mean (sample SD) minutes over the runs
+    for record in other["epochs"][1:]:
+        record["heldout_accuracy"] = 0.5  # reached at epoch 2
+    (tmp_path / "filed" / "tta_s1" / "time_to_accuracy.json").write_text(json.dumps(other))
+    subprocess.run([sys.executable, cmd[1], f"--report={tmp_path / 'filed'}"], check=True,
+                   capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    both = [minutes, other["epochs"][1]["wall_seconds"] / 60]
+    mean, sd = sum(both) / 2, abs(both[0] - both[1]) / 2 ** 0.5  # sample SD of two values
+    last = (tmp_path / "filed" / "summary.md").read_text().splitlines()[-1]
+    assert last == f"Time to 0 %: {mean:.1f} ({sd:.1f}) min over 2 runs."
