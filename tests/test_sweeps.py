@@ -2,6 +2,7 @@
 summaries (sweeps.report); and one tiny sweep end to end, run then report."""
 
 import csv
+import datetime
 import json
 import os
 import statistics
@@ -266,6 +267,39 @@ def test_a_filed_summary_counts_only_for_the_epochs_it_trained(tmp_path, monkeyp
         assert trained == expected, epochs
 
 
+def test_runner_record_keeps_every_attempt_even_one_killed_with_its_sweep(tmp_path,
+                                                                          monkeypatch):
+    """An attempt is recorded as running before it starts; one a killed sweep left running
+    is closed as interrupted, its seconds up to its train.log's last write."""
+    r = run.plan([run.Recipe.parse(f"gm={DIGITS}:smoke")], [0], str(tmp_path))[0]
+    record_path = os.path.join(r.workdir, run.RUNNER_RECORD)
+    log_path = os.path.join(r.workdir, "train.log")
+    os.makedirs(r.workdir)
+    started = datetime.datetime.now() - datetime.timedelta(seconds=300)
+    with open(record_path, "w", encoding="utf-8") as f:   # as a killed sweep left it
+        json.dump({"attempts": [{"started": started.isoformat(timespec="seconds"),
+                                 "seconds": 0.0, "status": "running"}]}, f)
+    with open(log_path, "w", encoding="utf-8") as f:
+        f.write("epoch 1/4\n")
+    last_write = started.timestamp() + 200
+    os.utime(log_path, (last_write, last_write))
+    # the training command reports what the record says while it runs, then exits with 3
+    script = ("import json, sys; print(json.load(open(sys.argv[1]))['attempts'][-1]"
+              "['status']); sys.exit(3)")
+    monkeypatch.setattr(run.Run, "command", lambda self: [sys.executable, "-c", script,
+                                                          record_path])
+    assert run.train(r) == 3
+    with open(log_path, encoding="utf-8") as f:
+        assert f.read().splitlines()[-1] == "running"
+    with open(record_path, encoding="utf-8") as f:
+        record = json.load(f)
+    first, second = record["attempts"]
+    assert first["status"] == "interrupted" and abs(first["seconds"] - 200) <= 1
+    assert second["status"] == "exit code 3" and 0 < second["seconds"] < 60
+    assert record["wall_seconds"] == round(first["seconds"] + second["seconds"], 1)
+    assert (record["recipe"], record["seed"]) == ("gm", 0)
+
+
 def test_commands_parse_as_the_train_entry_point_does(tmp_path, monkeypatch):
     from absl import flags  # pylint: disable=import-outside-toplevel
     from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
@@ -317,7 +351,7 @@ def test_sweep_then_report_end_to_end(tmp_path):
         with open(os.path.join(summaries, name, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
         assert (config["model"]["name"], config["seed"]) == ("m2", int(name[-1]))
-        assert len(attempts(name)) == 1
+        assert [a["status"] for a in attempts(name)] == ["finished"]
     assert set(os.listdir(os.path.join(out, "runs", "m2_seed0"))) - set(run.SUMMARY_FILES)
 
     sweep()                                         # finished runs are not retrained

@@ -18,7 +18,9 @@ SUMMARIES/NAME_seedK/, ready to commit; `gmdgm_tf.sweeps.report` builds the tabl
 those folders alone. Rerunning the same command skips runs whose summary is filed and
 resumes interrupted ones from their checkpoints; a finished run asked for more epochs
 resumes and trains on, or, when its workdir is gone (filed from another machine), trains
-again from scratch: a filed summary counts only for the epochs it trained.
+again from scratch: a filed summary counts only for the epochs it trained. The runner's
+record (runner.json) lists every attempt with its seconds, one killed with its sweep too
+(closed as "interrupted" when the run resumes), so wall_seconds is the whole run's.
 """
 
 import dataclasses
@@ -165,28 +167,48 @@ def file_summary(run, summaries):
     return dest
 
 
-def _record_attempt(run, seconds, status):
-    path = os.path.join(run.workdir, RUNNER_RECORD)
-    record = read_json(path, {"attempts": []})
-    record["attempts"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
-                               "seconds": round(seconds, 1), "status": status})
+def _write_record(run, record):
+    """Writes the run's RUNNER_RECORD (atomically), wall_seconds summed over its attempts."""
     record["wall_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 1)
     record["recipe"] = run.recipe.name
     record["seed"] = run.seed
     record["command"] = " ".join(run.command())
     record["machine"] = machine.describe()
+    path = os.path.join(run.workdir, RUNNER_RECORD)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
 
 
+def _start_attempt(run):
+    """Records an attempt as "running" before it starts -> the record.
+
+    An attempt still "running" here was killed with its sweep (e.g. a session's end): it
+    is closed as "interrupted", its seconds counted up to its train.log's last write, so
+    that wall_seconds keeps the time of every attempt."""
+    record = read_json(os.path.join(run.workdir, RUNNER_RECORD), {"attempts": []})
+    log = os.path.join(run.workdir, "train.log")
+    for attempt in record["attempts"]:
+        if attempt["status"] == "running":
+            started = datetime.datetime.fromisoformat(attempt["started"]).timestamp()
+            last = os.path.getmtime(log) if os.path.exists(log) else started
+            attempt.update(status="interrupted", seconds=round(max(0.0, last - started), 1))
+    record["attempts"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
+                               "seconds": 0.0, "status": "running"})
+    _write_record(run, record)
+    return record
+
+
 def train(run):
     """Trains (or resumes) one run as a subprocess -> exit code; logs to its train.log."""
     os.makedirs(run.workdir, exist_ok=True)
+    record = _start_attempt(run)
     t0 = time.time()
     with open(os.path.join(run.workdir, "train.log"), "a", encoding="utf-8") as log:
         code = subprocess.call(run.command(), stdout=log, stderr=subprocess.STDOUT)
-    _record_attempt(run, time.time() - t0, "finished" if code == 0 else f"exit code {code}")
+    record["attempts"][-1].update(seconds=round(time.time() - t0, 1),
+                                  status="finished" if code == 0 else f"exit code {code}")
+    _write_record(run, record)
     return code
 
 
