@@ -2,8 +2,8 @@ r"""M2 on the paper's semi-unsupervised MNIST split: the fast recipe (ours, not 
 
 The same departures from the paper as `configs/mnist_gmdgm_fast.py`, so that the two
 models are compared at one recipe: Adam learning rate 1e-3 instead of 3e-4, and 25 extra
-slots (35) with the paper's prior rule. Budget: 20 epochs, not GM-DGM's 40: M2's validation
-accuracy is flat by then (Table 1's 5 seeds: +0.5 points over epochs 15-20).
+slots (35) with the paper's prior rule. Budget: 20 epochs, not GM-DGM's 40: M2's
+validation accuracy is flat by then (Table 1's 5 seeds: +0.5 points over epochs 15-20).
 `--config.data.prior_rule=uniform` gives M2 as the authors' code built it (a uniform p(y)
 over all slots).
 
