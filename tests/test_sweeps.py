@@ -210,6 +210,25 @@ def test_report_files_and_cli_errors(summaries, tmp_path):
     assert "| m2u | heldout | 1 |" in proc.stdout and "| gm |" not in proc.stdout
 
 
+
+def test_several_summary_directories_report_together_and_a_run_filed_twice_is_refused(
+        summaries, tmp_path):
+    probe = str(tmp_path / "probe")
+    write_summary(probe, "gm25", 0, (0.95, 0.96, 0.94), val=0.94)
+    recipes, runs = report.read_runs([summaries, probe])
+    assert recipes == ["gm", "gm25", "m2u"]
+    assert [(r["recipe"], r["seed"]) for r in runs][3] == ("gm25", 0)
+    proc = subprocess.run([sys.executable, "-m", "gmdgm_tf.sweeps.report",
+                           f"--summaries={summaries},{probe}", f"--out={tmp_path / 'both'}",
+                           "--recipes=gm25,gm"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| gm25 | heldout | 1 |" in proc.stdout and "| gm | heldout | 3 |" in proc.stdout
+    write_summary(probe, "gm", 1, (0.5, 0.5, 0.5))              # gm seed 1 is in summaries too
+    with pytest.raises(report.ReportError, match="gm seed 1 is filed twice"):
+        report.read_runs([summaries, probe])
+
+
 # ------------------------------------------------------------------------ recipes, seeds
 
 

@@ -5,7 +5,8 @@ r"""Table 1 and Figure 2 from the summaries `gmdgm_tf.sweeps.run` filed, nothing
 
 Reads SUMMARIES/NAME_seedK/ (config.json, history.jsonl, metrics.json, data_meta.json,
 runner.json, and samples.png when present): no weights, no data, no TensorFlow, so it
-works from a fresh clone with only results/ committed. Writes into OUT:
+works from a fresh clone with only results/ committed. SUMMARIES may be a comma-separated
+list of directories (a probe's runs beside Table 1's). Writes into OUT:
   table1.md, table1.csv   per (recipe, protocol): test accuracy in %, mean (sample SD) over
                           seeds, for labelled classes, unlabelled classes and overall, next
                           to the paper's numbers; NMI, ARI, epochs, seconds; a per-run table
@@ -78,15 +79,28 @@ def read_run(folder):
 def read_runs(summaries, recipes=None):
     """-> (recipes in table order, [run record] sorted by recipe order then seed).
 
-    recipes: names to show, in order (None: every recipe found, sorted). Raises ReportError
-    for a missing or empty summaries dir and for a recipe with no summaries."""
-    if not os.path.isdir(summaries):
-        raise ReportError(f"--summaries {summaries}: no such directory")
-    runs = [run for run in (read_run(os.path.join(summaries, d))
-                            for d in sorted(os.listdir(summaries)) if not d.endswith(".tmp"))
-            if run is not None]
+    summaries: a directory of summary folders, or a list of them (e.g. Table 1's runs and
+    a probe's, to compare them in one report). recipes: names to show, in order (None:
+    every recipe found, sorted). Raises ReportError for a missing or empty summaries dir,
+    for a recipe with no summaries and for a (recipe, seed) filed in two directories."""
+    dirs = [summaries] if isinstance(summaries, str) else list(summaries)
+    runs, where = [], {}
+    for folder in dirs:
+        if not os.path.isdir(folder):
+            raise ReportError(f"--summaries {folder}: no such directory")
+        for run in (read_run(os.path.join(folder, d))
+                    for d in sorted(os.listdir(folder)) if not d.endswith(".tmp")):
+            if run is None:
+                continue
+            key = (run["recipe"], run["seed"])
+            if key in where:
+                raise ReportError(f"--summaries: {key[0]} seed {key[1]} is filed twice: "
+                                  f"{where[key]} and {run['folder']}")
+            where[key] = run["folder"]
+            runs.append(run)
     if not runs:
-        raise ReportError(f"--summaries {summaries}: no run summaries (metrics.json) in it")
+        raise ReportError(f"--summaries {','.join(dirs)}: no run summaries (metrics.json) "
+                          "in it")
     found = sorted({r["recipe"] for r in runs})
     unknown = [name for name in recipes or () if name not in found]
     if unknown:
@@ -408,8 +422,9 @@ def write_report(summaries, out, recipes=None):
 
 
 def define_flags():
-    flags.DEFINE_string("summaries", None, "Directory of run summaries (NAME_seedK/ folders "
-                        "as gmdgm_tf.sweeps.run files them).")
+    flags.DEFINE_list("summaries", None, "Directory of run summaries (NAME_seedK/ folders "
+                      "as gmdgm_tf.sweeps.run files them); a comma-separated list reports "
+                      "several directories together.")
     flags.DEFINE_string("out", None, "Directory for table1.md/.csv, all_runs.json, figures.")
     flags.DEFINE_list("recipes", None, "Recipes to show, in this order (default: all found, "
                       "sorted).")
