@@ -177,6 +177,12 @@ def check_png(path):
     assert pixels[..., :3].std() > 0.01, path
 
 
+def report_cli(*args):
+    """`python -m gmdgm_tf.sweeps.report ARGS` -> CompletedProcess (text, not checked)."""
+    return subprocess.run([sys.executable, "-m", "gmdgm_tf.sweeps.report", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_report_files_and_cli_errors(summaries, tmp_path):
     out = str(tmp_path / "report")
     result = report.write_report(summaries, out, ["gm", "m2u"])
@@ -194,21 +200,16 @@ def test_report_files_and_cli_errors(summaries, tmp_path):
     assert everything["runs"][0]["metrics"]["heldout"]["accuracy"] == 0.90
     assert everything["runs"][0]["summary"] == os.path.join("..", "summaries", "gm_seed0")
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "gmdgm_tf.sweeps.report", *args],
-                              cwd=REPO, capture_output=True, text=True, timeout=120,
-                              check=False)
     os.makedirs(tmp_path / "empty")
     for args, message in [((f"--summaries={tmp_path / 'nowhere'}",), "no such directory"),
                           ((f"--summaries={tmp_path / 'empty'}",), "no run summaries"),
                           ((f"--summaries={summaries}", "--recipes=gm,nope"), "['nope']")]:
-        proc = cli(*args, f"--out={tmp_path / 'cli'}")
+        proc = report_cli(*args, f"--out={tmp_path / 'cli'}")
         assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = cli(f"--summaries={summaries}", f"--out={tmp_path / 'cli'}", "--recipes=m2u")
+    proc = report_cli(f"--summaries={summaries}", f"--out={tmp_path / 'cli'}", "--recipes=m2u")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| m2u | heldout | 1 |" in proc.stdout and "| gm |" not in proc.stdout
-
 
 
 def test_several_summary_directories_report_together_and_a_run_filed_twice_is_refused(
@@ -218,10 +219,8 @@ def test_several_summary_directories_report_together_and_a_run_filed_twice_is_re
     recipes, runs = report.read_runs([summaries, probe])
     assert recipes == ["gm", "gm25", "m2u"]
     assert [(r["recipe"], r["seed"]) for r in runs][3] == ("gm25", 0)
-    proc = subprocess.run([sys.executable, "-m", "gmdgm_tf.sweeps.report",
-                           f"--summaries={summaries},{probe}", f"--out={tmp_path / 'both'}",
-                           "--recipes=gm25,gm"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = report_cli(f"--summaries={summaries},{probe}", f"--out={tmp_path / 'both'}",
+                      "--recipes=gm25,gm")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| gm25 | heldout | 1 |" in proc.stdout and "| gm | heldout | 3 |" in proc.stdout
     write_summary(probe, "gm", 1, (0.5, 0.5, 0.5))              # gm seed 1 is in summaries too
