@@ -15,7 +15,6 @@ to the newest readable one, with a warning.
 """
 
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -101,14 +100,8 @@ class TrainState:
         self.tracker_values = None
 
     def saved(self):
-        """Checkpoint prefixes in the directory, newest first (from the files themselves,
-        not the `checkpoint` state file, which a crash or a user may have damaged)."""
-        found = []
-        for path in tf.io.gfile.glob(os.path.join(self.directory, "ckpt-*.index")):
-            number = re.search(r"ckpt-(\d+)\.index$", path)
-            if number:
-                found.append((int(number.group(1)), path[:-len(".index")]))
-        return [path for _, path in sorted(found, reverse=True)]
+        """Checkpoint prefixes in the directory, newest first (rundir.checkpoint_prefixes)."""
+        return rundir.checkpoint_prefixes(self.directory)
 
     def restore(self):
         """-> (epoch, step within it) to continue from; (0, 0) for a new run.
@@ -141,6 +134,17 @@ class TrainState:
         self.tracker_values = {v.path: v.numpy() for t in self.model.trackers.values()
                                for v in t.variables}
         return int(self.epoch.numpy()), int(self.step.numpy())
+
+    def start_from(self, directory):
+        """Restores the newest checkpoint of another run (a restart candidate's checkpoints
+        directory) into this model and saves it as this run's own, where it stands."""
+        source = TrainState(self.model, directory, keep=1)
+        if not source.saved():
+            raise CheckpointError(f"no checkpoint in {directory} to start from")
+        epoch, step = source.restore()
+        self.best_accuracy.assign(source.best_accuracy)
+        self.best_epoch.assign(source.best_epoch)
+        self.save(epoch, step)
 
     def restore_trackers(self):
         """Puts the restored trackers' sums back (once), after fit has reset them."""

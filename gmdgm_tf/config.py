@@ -50,7 +50,11 @@ _LABELS = {"model.name": "model", "data.source": "dataset", "model.likelihood": 
            "train.precision": "precision"}  # how errors name these fields
 # Fields added after runs were filed: a config.json without one ran with this value, so a
 # resume or a comparison does not count it as a different experiment.
-ADDED_FIELDS = {"data.to_grayscale": False}
+ADDED_FIELDS = {"data.to_grayscale": False, "train.restarts": 1, "train.restart_epochs": 0,
+                "train.restart_index": 0}
+# Restart k of seed s initialises its networks and noise with seed s + k * this stride
+# (its split and batch order stay those of seed s); k = 0 is the seed's own initialisation.
+RESTART_SEED_STRIDE = 100_003
 CONFIG_ARGS = ("", "smoke")  # what a config file's get_config(arg) accepts
 # Fields that say how long, how loudly or where to run, not what the experiment is: a
 # workdir may be resumed with other values (the same maths on any hardware).
@@ -114,12 +118,23 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.figures = True             # confusion/assignment/sample PNGs at the end
     config.train.sample_grid_every = 5      # epochs between TensorBoard sample grids; 0: none
     config.train.deterministic = False      # True: TF op determinism (bitwise reruns)
+    # Best of several initialisations, chosen on validation (k-means' n_init; see
+    # experiment.py): restarts > 1 trains that many initialisations of the seed for
+    # restart_epochs epochs each, then trains on the one with the best validation accuracy.
+    config.train.restarts = 1               # 1: the seed's own initialisation only
+    config.train.restart_epochs = 0         # epochs before the choice (restarts > 1)
+    config.train.restart_index = 0          # which initialisation of the seed (model_seed)
     # tf.distribute (see distribute.py): auto | tpu | mirrored | multi_worker | none.
     # Batch sizes stay global: each is split evenly across the replicas.
     config.train.strategy = "auto"
     config.train.tpu_address = ""           # tpu: "" (TPU_NAME/Colab/TPU VM), "local",
                                             # a Cloud TPU name or grpc://host:port
     return config
+
+
+def model_seed(config) -> int:
+    """The seed of the networks' initialisation and the training noise (RESTART_SEED_STRIDE)."""
+    return config.seed + RESTART_SEED_STRIDE * config.train.restart_index
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -265,6 +280,18 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"train.sample_grid_every must be >= 0, got {t.sample_grid_every!r}"),
         (_positive_int(t.keep_checkpoints),
          f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints!r}"),
+        (_positive_int(t.restarts), f"train.restarts must be >= 1, got {t.restarts!r}"),
+        (isinstance(t.restart_index, int) and not isinstance(t.restart_index, bool)
+         and t.restart_index >= 0,
+         f"train.restart_index must be an integer >= 0, got {t.restart_index!r}"),
+        (t.restarts == 1 or (_positive_int(t.restart_epochs) and t.restart_epochs <= t.epochs),
+         f"train.restart_epochs must be between 1 and train.epochs ({t.epochs}) when "
+         f"train.restarts > 1, got {t.restart_epochs!r}"),
+        (t.restarts > 1 or t.restart_epochs == 0,
+         "train.restart_epochs is read only when train.restarts > 1; leave it 0"),
+        (t.restarts == 1 or not t.max_minutes,
+         "train.max_minutes cannot be combined with train.restarts > 1 (the budget could end "
+         "a candidate before the choice); set one of them"),
     ]
     if d.prior is not None:
         prior = [float(p) for p in d.prior]

@@ -4,7 +4,15 @@ The config is validated and the data loaded before the workdir is touched, so a 
 leaves nothing behind. `fit` runs once over all epochs; validation, best-epoch selection,
 checkpoints, the NaN guard, history and TensorBoard are callbacks (callbacks.py), and a
 caller may pass more. The files written are described in rundir.py.
+
+train.restarts > 1 is k-means' n_init for this model: whether an unlabelled class gets
+slots of its own or merges into a labelled class's is largely settled in the first epochs
+and depends on the initialisation. Each candidate initialisation of the seed (same split,
+same batches) trains train.restart_epochs epochs in its own run directory; the one with
+the best validation accuracy at that epoch (never the test set) is the run that trains on.
 """
+
+import copy
 
 import keras
 import numpy as np
@@ -24,7 +32,8 @@ def build(config, split):
     trackers) and its optimizer.
     """
     model = models.build_model(config.model, dim=split.dim, prior=split.prior,
-                               precision=config.train.precision, seed=config.seed)
+                               precision=config.train.precision,
+                               seed=config_lib.model_seed(config))
     model.objective = models.objective(config.model, num_train=split.num_train,
                                        num_labelled=len(split.x_labelled))
     # Adam that clips the cross-replica gradient sum (plain Adam on one device).
@@ -135,6 +144,55 @@ def train_and_evaluate(config, workdir, fresh=False, export_dir=None, callbacks=
     return metrics
 
 
+def restart_config(config, k):
+    """Candidate k of a config with train.restarts > 1: the same experiment from
+    initialisation restart_index + k, trained train.restart_epochs epochs, no figures."""
+    candidate = copy.deepcopy(config)
+    candidate.train.update(restarts=1, restart_epochs=0, epochs=config.train.restart_epochs,
+                           restart_index=config.train.restart_index + k, figures=False)
+    return candidate
+
+
+def _train_candidate(config, run, split, strategy):
+    """Trains (or, resumed, finishes) one restart candidate in its run directory -> its
+    history. The caller's extra callbacks are not given to candidates."""
+    with strategy.scope():
+        model = build(config, split)
+    distribute.adapt_model(model, strategy)
+    run.prepare(config)
+    fit(model, split, config, run,
+        checkpoints.TrainState(model, run.file(rundir.CHECKPOINTS), config.train.keep_checkpoints))
+    return run.history()
+
+
+def _restarts(config, run, state, split, strategy):
+    """train.restarts > 1: trains the candidates (those already trained are not retrained),
+    records the choice in restarts.json, and makes `run` the chosen one's continuation
+    unless it has a checkpoint of its own (its first is written last) -> the record."""
+    if run.exists(rundir.RESTARTS):
+        record = rundir.read_json(run.file(rundir.RESTARTS))
+    else:
+        record = {"epochs": config.train.restart_epochs, "candidates": [], "validation": [],
+                  "seconds": []}
+        for k in range(config.train.restarts):
+            candidate = restart_config(config, k)
+            index = candidate.train.restart_index
+            folder = rundir.RunDir(run.file(rundir.restart_dir(index)))
+            history = _train_candidate(candidate, folder, split, strategy)
+            record["candidates"].append(index)
+            record["validation"].append(history[-1]["val_accuracy"])
+            record["seconds"].append(round(sum(r["seconds"] for r in history), 1))
+        record["chosen"] = record["candidates"][int(np.argmax(record["validation"]))]
+        rundir.write_json_atomic(run.file(rundir.RESTARTS), record)
+        logging.info("restarts: validation accuracy at epoch %d %s; training on restart %d",
+                     record["epochs"], record["validation"], record["chosen"])
+    if not run.has_checkpoint():
+        chosen = rundir.RunDir(run.file(rundir.restart_dir(record["chosen"])))
+        run.copy_history(chosen)
+        state.start_from(chosen.file(rundir.CHECKPOINTS))
+    return record
+
+
 def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
     """Under the workdir's lock: fit, select, evaluate, write the run's files -> metrics."""
     run.prepare(config, fresh)
@@ -142,6 +200,9 @@ def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
     # (TPUs have no float64); the model and optimizer variables it saves are distributed.
     state = checkpoints.TrainState(model, run.file(rundir.CHECKPOINTS),
                                    config.train.keep_checkpoints)
+    restarts = None
+    if config.train.restarts > 1:
+        restarts = _restarts(config, run, state, split, strategy)
     steps = fit(model, split, config, run, state, callbacks)
 
     history = run.history()
@@ -155,14 +216,19 @@ def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
         num_classes=split.num_classes, num_slots=split.num_slots,
         labelled_classes=split.labelled_classes)
     seconds = [r["seconds"] for r in history]
+    # every epoch trained, the candidates not chosen too
+    others = 0.0 if restarts is None else sum(
+        s for i, s in zip(restarts["candidates"], restarts["seconds"]) if i != restarts["chosen"])
     metrics["training"] = {
         "epochs_run": len(history), "steps_per_epoch": steps, "selected_epoch": selected,
-        "selection": config.train.select, "seconds": round(float(np.sum(seconds)), 1),
+        "selection": config.train.select, "seconds": round(float(np.sum(seconds)) + others, 1),
         "seconds_per_epoch_median": round(float(np.median(seconds)), 2) if seconds else None,
         "strategy": distribute.describe(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "peak_rss_mib": machine.peak_rss_mib(),
     }
+    if restarts is not None:
+        metrics["training"]["restarts"] = restarts
     run.save_weights(model, rundir.MODEL_WEIGHTS)
     run.write_data_meta(rundir.DataMeta.from_split(split, config.data.source))
     run.write_metrics(metrics)

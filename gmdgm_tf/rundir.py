@@ -11,6 +11,10 @@ A workdir holds one experiment:
   data_meta.json     what inference needs: DataMeta (pixel mask, image shape, classes, p(y))
   tensorboard/       scalars per epoch; figures at the end
   *.png              confusion.png, assignment.png, samples.png (train.figures)
+  restarts/          train.restarts > 1: restart_K/, each candidate initialisation's own
+                     run directory (these files, up to its train.restart_epochs)
+  restarts.json      the choice among them: {"epochs", "candidates", "validation",
+                     "seconds", "chosen"} (experiment.py)
 JSON files and weights are written to a temporary name and renamed into place, so a
 crash leaves the previous version. `load_run` turns a finished workdir back into a model.
 """
@@ -20,6 +24,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shutil
 import socket
 from typing import Optional
@@ -42,9 +47,12 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"  # held (flock) by the one training that writes the workdir
 FIGURES = ("confusion.png", "assignment.png", "samples.png")
+RESTARTS = "restarts.json"
+RESTARTS_DIR = "restarts"
 FINISHED = (CONFIG, DATA_META, METRICS, MODEL_WEIGHTS)  # what load_run needs
-_RUN_FILES = (CONFIG, HISTORY, METRICS, MODEL_WEIGHTS, BEST_WEIGHTS, DATA_META) + FIGURES
-_RUN_DIRS = (CHECKPOINTS, TENSORBOARD)
+_RUN_FILES = (CONFIG, HISTORY, METRICS, MODEL_WEIGHTS, BEST_WEIGHTS, DATA_META,
+              RESTARTS) + FIGURES
+_RUN_DIRS = (CHECKPOINTS, TENSORBOARD, RESTARTS_DIR)
 
 
 class RunDirError(ValueError):
@@ -116,6 +124,22 @@ def read_json(path):
     except json.JSONDecodeError as e:
         raise RunDirError(f"{path} is damaged ({e}); restore it or start over with --fresh") \
             from e
+
+
+def restart_dir(index: int) -> str:
+    """Where candidate initialisation `index` trains, inside the workdir."""
+    return f"{RESTARTS_DIR}/restart_{index}"
+
+
+def checkpoint_prefixes(directory) -> list:
+    """The checkpoint prefixes in a checkpoints directory, newest first, from the files
+    themselves (not the `checkpoint` state file, which a crash or a user may have damaged)."""
+    found = []
+    for path in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")):
+        number = re.search(r"ckpt-(\d+)\.index$", path)
+        if number:
+            found.append((int(number.group(1)), path[:-len(".index")]))
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 def config_differences(old, new):
@@ -256,8 +280,21 @@ class RunDir:
 
     def has_progress(self) -> bool:
         """True when a training has left checkpoints or history here."""
-        return self.exists(HISTORY) or bool(
-            tf.io.gfile.glob(os.path.join(self.file(CHECKPOINTS), "ckpt-*.index")))
+        return self.exists(HISTORY) or self.has_checkpoint()
+
+    def has_checkpoint(self) -> bool:
+        """True when checkpoints/ holds at least one checkpoint."""
+        return bool(checkpoint_prefixes(self.file(CHECKPOINTS)))
+
+    def copy_history(self, other: "RunDir"):
+        """Takes `other`'s history and best weights as this run's (a restart candidate's, for
+        the run that continues it; its checkpoint is carried over by checkpoints.py)."""
+        if other.exists(BEST_WEIGHTS):
+            tmp = f"{self.file(BEST_WEIGHTS)}.tmp-{os.getpid()}"
+            with writing(self.file(BEST_WEIGHTS), tmp):
+                tf.io.gfile.copy(other.file(BEST_WEIGHTS), tmp, overwrite=True)
+                tf.io.gfile.rename(tmp, self.file(BEST_WEIGHTS), overwrite=True)
+        self.write_history(other.history())
 
     def read_config(self) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(read_json(self.file(CONFIG)))

@@ -87,6 +87,9 @@ def _with(field, value):
     ("train.max_minutes", -1.0, "train.max_minutes"),
     ("train.keep_checkpoints", 0, "train.keep_checkpoints must be >= 1"),
     ("seed", -1, "seed must be"),
+    ("train.restarts", 0, "train.restarts must be >= 1"),
+    ("train.restart_index", -1, "train.restart_index must be an integer >= 0"),
+    ("train.restart_epochs", 3, "restart_epochs is read only when train.restarts > 1"),
 ])
 def test_bad_values_are_refused_naming_the_field(field, value, message):
     if field == "seed":
@@ -126,3 +129,26 @@ def test_labels_per_class_may_be_zero_without_labelled_classes():
     config = _with("data.labelled_classes", ())
     config.data.labels_per_class = 0
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize("train, message", [
+    (dict(restart_epochs=0), r"restart_epochs must be between 1 and train.epochs \(10\)"),
+    (dict(restart_epochs=11), r"restart_epochs must be between 1 and train.epochs \(10\)"),
+    (dict(restart_epochs=5, max_minutes=3.0), "max_minutes cannot be combined"),
+])
+def test_restarts_need_a_choice_epoch_within_the_run_and_no_time_budget(train, message):
+    config = config_lib.base_config()
+    config.train.update(epochs=10, restarts=3, **train)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+    config.train.update(restart_epochs=10, max_minutes=0.0)
+    config_lib.validate(config)  # the choice may come at the last epoch
+
+
+def test_a_restart_moves_the_initialisation_seed_only():
+    config = config_lib.base_config()
+    config.seed = 3
+    assert config_lib.model_seed(config) == 3
+    config.train.restart_index = 2
+    assert config_lib.model_seed(config) == 3 + 2 * config_lib.RESTART_SEED_STRIDE
+    assert config.seed == 3  # the split and batch order follow config.seed

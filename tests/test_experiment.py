@@ -75,6 +75,61 @@ def test_same_seed_same_metrics_different_seed_differs(tmp_path):
     assert runs["a"]["history"] != runs["c"]["history"]
 
 
+def _without_seconds(workdir):
+    history = rundir.RunDir(str(workdir)).history()
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_restarts_train_on_the_candidate_best_on_validation_as_if_it_ran_alone(tmp_path):
+    settings = dict(deterministic=True, epochs=3, steps_per_epoch=4)
+    workdir = tmp_path / "restarts"
+    metrics = experiment.train_and_evaluate(
+        tiny_digits(restarts=2, restart_epochs=1, **settings), str(workdir))
+    record = read_json(workdir / "restarts.json")
+    candidates = [_without_seconds(workdir / "restarts" / f"restart_{k}") for k in (0, 1)]
+    assert record["candidates"] == [0, 1] and record["epochs"] == 1
+    assert [len(h) for h in candidates] == [1, 1] and candidates[0] != candidates[1]
+    assert record["validation"] == [h[-1]["val_accuracy"] for h in candidates]
+    assert record["chosen"] == int(np.argmax(record["validation"]))
+    assert metrics["training"]["restarts"] == record
+    history = rundir.RunDir(str(workdir)).history()
+    assert metrics["training"]["seconds"] == pytest.approx(
+        sum(r["seconds"] for r in history) + record["seconds"][1 - record["chosen"]], abs=0.2)
+
+    # The run is the chosen initialisation trained alone, step for step.
+    alone = tmp_path / "alone"
+    expected = experiment.train_and_evaluate(
+        tiny_digits(restart_index=record["chosen"], **settings), str(alone))
+    assert _without_seconds(workdir) == _without_seconds(alone)
+    assert {k: v for k, v in metrics.items() if k != "training"} == \
+        {k: v for k, v in expected.items() if k != "training"}
+
+    # Resumed or extended, it neither retrains the candidates nor chooses again; a run
+    # that lost its own checkpoints (a crash while copying the chosen one) starts again
+    # from the chosen candidate.
+    stamps = [os.path.getmtime(workdir / "restarts" / f"restart_{k}" / "history.jsonl")
+              for k in (0, 1)]
+    choice = os.path.getmtime(workdir / "restarts.json")
+    shutil.rmtree(workdir / "checkpoints")
+    os.remove(workdir / "history.jsonl")
+    extended = dict(settings, epochs=4)
+    experiment.train_and_evaluate(tiny_digits(restarts=2, restart_epochs=1, **extended),
+                                  str(workdir))
+    assert stamps == [os.path.getmtime(workdir / "restarts" / f"restart_{k}" / "history.jsonl")
+                      for k in (0, 1)]
+    assert choice == os.path.getmtime(workdir / "restarts.json")
+    experiment.train_and_evaluate(tiny_digits(restart_index=record["chosen"], **extended),
+                                  str(alone))
+    assert _without_seconds(workdir) == _without_seconds(alone)
+    # the copied checkpoint is rotated out like the run's own
+    keep = tiny_digits().train.keep_checkpoints
+    assert len(rundir.checkpoint_prefixes(str(workdir / "checkpoints"))) == keep
+
+    # --fresh forgets the candidates and the choice.
+    experiment.train_and_evaluate(tiny_digits(**settings), str(workdir), fresh=True)
+    assert not (workdir / "restarts").exists() and not (workdir / "restarts.json").exists()
+
+
 def _train_cmd(workdir, *overrides):
     return [sys.executable, "-m", "gmdgm_tf.train", "--config=configs/digits_gmdgm.py:smoke",
             f"--workdir={workdir}", *overrides]

@@ -400,3 +400,13 @@ def test_sweep_then_report_end_to_end(tmp_path):
         assert float(row["nmi_mean"]) == pytest.approx(np.mean(nmi), abs=1e-4)
         epochs = [m["training"]["epochs_run"] for m in metrics]
         assert float(row["epochs_run_mean"]) == pytest.approx(np.mean(epochs))
+
+
+def test_a_recipe_with_restarts_says_so():
+    config = {"model": {"name": "gmdgm"}, "optimizer": {"learning_rate": 0.001},
+              "data": {"num_extra_slots": 25},
+              "train": {"precision": "float32", "epochs": 20, "restarts": 2, "restart_epochs": 10}}
+    assert report.describe(config) == ("GM-DGM, lr 0.001, 35 slots, prior rule paper, float32, "
+                                       "20 epochs, best of 2 initialisations at epoch 10")
+    config["train"]["restarts"] = 1
+    assert report.describe(config).endswith("float32, 20 epochs")

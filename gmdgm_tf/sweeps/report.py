@@ -115,12 +115,14 @@ def describe(config, num_classes=10):
     """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'
     (num_classes: the dataset's, from data_meta.json)."""
     data, train = config.get("data", {}), config.get("train", {})
-    epochs = train.get("epochs")
+    epochs, restarts = train.get("epochs"), train.get("restarts", 1)
     return (f"{plots.model_title(config.get('model', {}).get('name'))}, "
             f"lr {config.get('optimizer', {}).get('learning_rate')}, "
             f"{num_classes + int(data.get('num_extra_slots', 0))} slots, "
             f"prior rule {data.get('prior_rule', 'paper')}, {train.get('precision')}, "
-            f"{epochs} epoch{'' if epochs == 1 else 's'}")
+            f"{epochs} epoch{'' if epochs == 1 else 's'}"
+            + (f", best of {restarts} initialisations at epoch {train.get('restart_epochs')}"
+               if restarts > 1 else ""))
 
 
 # ------------------------------------------------------------------------ aggregation
