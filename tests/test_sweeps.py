@@ -410,3 +410,17 @@ def test_a_recipe_with_restarts_says_so():
                                        "20 epochs, best of 2 initialisations at epoch 10")
     config["train"]["restarts"] = 1
     assert report.describe(config).endswith("float32, 20 epochs")
+
+
+def test_the_report_lists_each_restarted_runs_initialisations(summaries, tmp_path):
+    path = os.path.join(summaries, "gm_seed1", "metrics.json")
+    metrics = json.load(open(path, encoding="utf-8"))
+    metrics["training"]["restarts"] = {"epochs": 5, "candidates": [0, 1, 2],
+                                       "validation": [0.8, 0.855, 0.81], "seconds": [1, 1, 1],
+                                       "chosen": 1}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(metrics, f)
+    report.write_report(summaries, str(tmp_path / "out"))
+    text = open(tmp_path / "out" / "table1.md", encoding="utf-8").read()
+    assert text.split("## Restarts")[1].count("| gm |") == 1
+    assert "| gm | 1 | 5 | 80.0 / 85.5* / 81.0 |" in text

@@ -352,6 +352,17 @@ def table_markdown(rows, runs, machine_text):
     lines.append(_md_table(["Recipe", "Seed", "Validation acc", "heldout: labelled / "
                             "unlabelled / overall", "paper: overall", "NMI (heldout)", "Epochs",
                             "Selected", "Training s / wall s"], per_run))
+    restarted = [(r, r["metrics"]["training"]["restarts"]) for r in runs
+                 if r["metrics"].get("training", {}).get("restarts")]
+    if restarted:
+        lines += ["", "## Restarts", "", "Runs trained with train.restarts: the validation "
+                  "accuracy (%) of each initialisation at the choice epoch; * marks the one "
+                  "the run trained on (the best).", "",
+                  _md_table(["Recipe", "Seed", "Choice at epoch", "Initialisations"],
+                            [[r["recipe"], r["seed"], c["epochs"], " / ".join(
+                                _pct(v) + ("*" if i == c["chosen"] else "")
+                                for i, v in zip(c["candidates"], c["validation"]))]
+                             for r, c in restarted])]
     return "\n".join(lines) + "\n"
 
 
