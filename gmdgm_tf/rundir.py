@@ -290,10 +290,8 @@ class RunDir:
         """Takes `other`'s history and best weights as this run's (a restart candidate's, for
         the run that continues it; its checkpoint is carried over by checkpoints.py)."""
         if other.exists(BEST_WEIGHTS):
-            tmp = f"{self.file(BEST_WEIGHTS)}.tmp-{os.getpid()}"
-            with writing(self.file(BEST_WEIGHTS), tmp):
-                tf.io.gfile.copy(other.file(BEST_WEIGHTS), tmp, overwrite=True)
-                tf.io.gfile.rename(tmp, self.file(BEST_WEIGHTS), overwrite=True)
+            with tf.io.gfile.GFile(other.file(BEST_WEIGHTS), "rb") as f:
+                write_atomic(self.file(BEST_WEIGHTS), f.read())
         self.write_history(other.history())
 
     def read_config(self) -> ml_collections.ConfigDict:
