@@ -220,7 +220,8 @@ def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
     others = 0.0 if restarts is None else sum(
         s for i, s in zip(restarts["candidates"], restarts["seconds"]) if i != restarts["chosen"])
     metrics["training"] = {
-        "epochs_run": len(history), "steps_per_epoch": steps, "selected_epoch": selected,
+        "epochs_run": len(history), "epochs_asked": config.train.epochs,
+        "steps_per_epoch": steps, "selected_epoch": selected,
         "selection": config.train.select, "seconds": round(float(np.sum(seconds)) + others, 1),
         "seconds_per_epoch_median": round(float(np.median(seconds)), 2) if seconds else None,
         "strategy": distribute.describe(strategy),

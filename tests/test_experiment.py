@@ -368,6 +368,7 @@ def test_damaged_checkpoints_fall_back_to_the_last_good_one(tmp_path, three_epoc
     # a damaged state file still finds the newest checkpoint; a damaged newest one falls
     # back to the epoch before and retrains from there
     assert history == [1, 2, 3, 4] and metrics["training"]["epochs_run"] == 4
+    assert metrics["training"]["epochs_asked"] == 4   # what sweeps.run takes for "finished"
 
 
 def test_no_readable_checkpoint_is_refused_in_one_line(tmp_path):

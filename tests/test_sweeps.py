@@ -285,6 +285,28 @@ def test_a_filed_summary_counts_only_for_the_epochs_it_trained(tmp_path, monkeyp
         assert trained == expected, epochs
 
 
+def test_a_run_killed_while_being_extended_is_not_taken_for_finished(tmp_path, monkeypatch):
+    """Extending a finished run rewrites config.json with the new epochs at once, while
+    metrics.json stays the shorter run's until the extension finishes: a sweep killed in
+    between must train it again (it resumes), not file the old metrics as the new run."""
+    out = str(tmp_path / "out")
+    trained = []
+    monkeypatch.setattr(run, "train", lambda r: trained.append(r.name) or 0)
+    runs = run.plan([run.Recipe.parse(f"gm={DIGITS}:smoke,train.epochs=4")], [0], out)
+    workdir = runs[0].workdir
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump({"train": {"epochs": 4}}, f)   # the extension's config, already written
+    for training, expected in (({"epochs_run": 2}, ["gm_seed0"]),  # metrics of older runs
+                               ({"epochs_run": 2, "epochs_asked": 2}, ["gm_seed0"]),
+                               ({"epochs_run": 3, "epochs_asked": 4}, [])):  # e.g. max_minutes
+        with open(os.path.join(workdir, "metrics.json"), "w", encoding="utf-8") as f:
+            json.dump({"training": training}, f)
+        trained.clear()
+        run.sweep(runs, str(tmp_path / "summaries"))
+        assert trained == expected, training
+
+
 def test_runner_record_keeps_every_attempt_even_one_killed_with_its_sweep(tmp_path,
                                                                           monkeypatch):
     """An attempt is recorded as running before it starts; one a killed sweep left running

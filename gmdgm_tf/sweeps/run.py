@@ -145,10 +145,21 @@ def asked_epochs(recipe):
 
 
 def finished_epochs(folder):
-    """The train.epochs of the finished run in folder (a workdir or a filed summary): None
-    without metrics.json."""
-    if read_json(os.path.join(folder, "metrics.json")) is None:
+    """The train.epochs that the finished run in folder (a workdir or a filed summary) was
+    asked for, as its metrics.json records it: None without metrics.json.
+
+    Not config.json's: a finished run that is being extended already has the new epochs in
+    config.json while its metrics.json is still the shorter run's, so a sweep killed
+    mid-extension must not take it for finished. Older metrics lack "epochs_asked": their
+    epochs_run stands in, then (hand-made summaries) config.json's train.epochs."""
+    metrics = read_json(os.path.join(folder, "metrics.json"))
+    if metrics is None:
         return None
+    training = metrics.get("training", {})
+    if "epochs_asked" in training:
+        return training["epochs_asked"]
+    if "epochs_run" in training:
+        return training["epochs_run"]
     return read_json(os.path.join(folder, "config.json"), {}).get("train", {}).get("epochs")
 
 
