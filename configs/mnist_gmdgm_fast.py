@@ -18,8 +18,9 @@ the test split (results/table1/recipe.md: the runs, and each rule written before
     The authors' code also built M2 with a uniform prior.
 Budget: 40 epochs, chosen on VALIDATION accuracy: at 20 epochs it was still rising
 (mean validation accuracy over seeds 0-4 at epoch 20 / 40: 90.3 / 91.9 with this
-recipe, 89.0 / 91.5 with the paper's prior rule; results/table1/table1.md). A rerun with a larger train.epochs resumes from the checkpoint and
-trains on. `--config.data.prior_rule=paper` gives this recipe with the paper's prior.
+recipe, 89.0 / 91.5 with the paper's prior rule; results/table1/table1.md). A rerun with
+a larger train.epochs resumes from the checkpoint and trains on.
+`--config.data.prior_rule=paper` gives this recipe with the paper's prior.
 
   python -m gmdgm_tf.train --config=configs/mnist_gmdgm_fast.py --workdir=runs/gmdgm_fast \
       --config.data.dir=../shared/data/mnist
