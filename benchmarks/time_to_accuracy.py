@@ -31,7 +31,7 @@ import keras
 from absl import app, flags
 from ml_collections import config_flags
 
-from gmdgm_tf import data, evaluation, experiment
+from gmdgm_tf import data, evaluation, experiment, filenames
 from gmdgm_tf.sweeps.report import format_mean_sd, mean_sd
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -44,7 +44,8 @@ flags.DEFINE_string("report", None, "Write REPORT/summary.md from the runs filed
                     "by --summaries, and exit (no training).")
 FLAGS = flags.FLAGS
 RESULT = "time_to_accuracy"  # <workdir>/time_to_accuracy.{md,json}
-SUMMARY_FILES = ("config.json", "history.jsonl", "metrics.json", RESULT + ".md", RESULT + ".json")
+SUMMARY_FILES = (filenames.CONFIG, filenames.HISTORY, filenames.METRICS, RESULT + ".md",
+                 RESULT + ".json")
 
 
 class HeldoutProbe(keras.callbacks.Callback):
@@ -94,7 +95,7 @@ def summary(folders):
         raise app.UsageError(f"the runs have different targets {targets}: report them apart")
     target, rows, reached_minutes = targets[0], [], []
     for folder, result in results.items():
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        with open(os.path.join(folder, filenames.CONFIG), encoding="utf-8") as f:
             seed = json.load(f)["seed"]
         records = result["epochs"]
         hit = next((r for r in records if r["heldout_accuracy"] >= target), None)

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmdgm_tf import config as config_lib
-from gmdgm_tf import models
+from gmdgm_tf import filenames, models
 from gmdgm_tf.machine import peak_rss_mib
 from gmdgm_tf.models import reference
 
@@ -168,9 +168,9 @@ def train_epoch(config, precision, workdir):
            "--config.train.figures=False"]
     run_quietly(cmd, env=dict(os.environ, **thread_env(FLAGS.intra_op_threads,
                                                      FLAGS.inter_op_threads)))
-    with open(os.path.join(workdir, "history.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(workdir, filenames.HISTORY), encoding="utf-8") as f:
         history = [json.loads(line) for line in f]
-    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as f:
+    with open(os.path.join(workdir, filenames.METRICS), encoding="utf-8") as f:
         training = json.load(f)["training"]
     return history[1]["seconds"], training["steps_per_epoch"], training["peak_rss_mib"]
 

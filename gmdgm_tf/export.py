@@ -37,10 +37,10 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import gmdgm_tf
-from gmdgm_tf import model_card, rundir
+from gmdgm_tf import filenames, model_card, rundir
 from gmdgm_tf.export_inputs import check_images, image_specs
 
-METADATA_FILE = "gmdgm_export.json"
+METADATA_FILE = filenames.EXPORT_METADATA
 MODEL_CARD_FILE = "MODEL_CARD.md"
 FORMAT = "gmdgm_tf.export/1"
 PROTOCOLS = ("heldout", "paper")

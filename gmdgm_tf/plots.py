@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from gmdgm_tf import filenames
+
 DPI = 100
 UNMAPPED = -1
 MODEL_TITLES = {"gmdgm": "GM-DGM", "m2": "M2"}
@@ -350,9 +352,6 @@ def learning_curves_figure(histories, *, key="val_accuracy", ylabel=None):
 # ------------------------------------------------------------------ one run's figures
 
 
-RUN_FIGURES = ("confusion.png", "assignment.png", "samples.png")
-
-
 def run_figures(model, split, metrics, *, protocol="heldout", test_slots=None, title=""):
     """-> {file name: Figure} for one trained run (see write_run_figures)."""
     report = metrics[protocol]
@@ -361,14 +360,14 @@ def run_figures(model, split, metrics, *, protocol="heldout", test_slots=None, t
         test_slots = np.argmax(model.predict(split.x_test, batch_size=1000, verbose=0), -1)
     caption = title or _run_caption(type(model).__name__.lower(), None, report, protocol)
     return {
-        "confusion.png": confusion_figure(
+        filenames.CONFUSION_FIGURE: confusion_figure(
             report["confusion_matrix"], class_names=names,
             labelled_classes=split.labelled_classes, title="test confusion: " + caption),
-        "assignment.png": assignment_figure(
+        filenames.ASSIGNMENT_FIGURE: assignment_figure(
             report["assignment_matrix"], slot_map=report["slot_map"], class_names=names,
             labelled_classes=split.labelled_classes,
             title=f"test points per slot ({protocol}; columns: slot = class it is named after)"),
-        "samples.png": samples_figure(
+        filenames.SAMPLES_FIGURE: samples_figure(
             model, split.x_test, test_slots, slot_map=report["slot_map"],
             pixel_mask=split.pixel_mask, image_shape=split.image_shape, class_names=names,
             labelled_classes=split.labelled_classes,
@@ -390,7 +389,7 @@ def write_run_figures(workdir, model, split, metrics, *, protocol="heldout", tes
     if step is None:
         step = int(metrics.get("training", {}).get("epochs_run", 0))
     paths = []
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    writer = tf.summary.create_file_writer(os.path.join(workdir, filenames.TENSORBOARD))
     with writer.as_default(step=step):
         for name, fig in figures.items():
             rgb = figure_to_rgb(fig)  # drawn once, for the PNG and for TensorBoard

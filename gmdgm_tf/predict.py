@@ -40,7 +40,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
-METADATA_FILE = "gmdgm_export.json"  # written by gmdgm_tf.export
+# = gmdgm_tf.filenames.EXPORT_METADATA, spelled here because this file stands alone.
+METADATA_FILE = "gmdgm_export.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

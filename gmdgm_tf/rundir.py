@@ -15,8 +15,10 @@ A workdir holds one experiment:
                      run directory (these files, up to its train.restart_epochs)
   restarts.json      the choice among them: {"epochs", "candidates", "validation",
                      "seconds", "chosen"} (experiment.py)
-JSON files and weights are written to a temporary name and renamed into place, so a
-crash leaves the previous version. `load_run` turns a finished workdir back into a model.
+The names themselves live in gmdgm_tf.filenames (TensorFlow-free, so the sweep tools
+share them). JSON files and weights are written to a temporary name and renamed into
+place, so a crash leaves the previous version. `load_run` turns a finished workdir back
+into a model.
 """
 
 import contextlib
@@ -36,19 +38,10 @@ from absl import logging
 
 from gmdgm_tf import config as config_lib
 from gmdgm_tf import models
+from gmdgm_tf.filenames import (  # noqa: F401 (re-exported: rundir.CONFIG etc.)
+    BEST_WEIGHTS, CHECKPOINTS, CONFIG, DATA_META, FIGURES, HISTORY, LOCK, METRICS,
+    MODEL_WEIGHTS, RESTARTS, RESTARTS_DIR, TENSORBOARD)
 
-CONFIG = "config.json"
-HISTORY = "history.jsonl"
-METRICS = "metrics.json"
-DATA_META = "data_meta.json"
-BEST_WEIGHTS = "best.weights.h5"
-MODEL_WEIGHTS = "model.weights.h5"
-CHECKPOINTS = "checkpoints"
-TENSORBOARD = "tensorboard"
-LOCK = ".lock"  # held (flock) by the one training that writes the workdir
-FIGURES = ("confusion.png", "assignment.png", "samples.png")
-RESTARTS = "restarts.json"
-RESTARTS_DIR = "restarts"
 FINISHED = (CONFIG, DATA_META, METRICS, MODEL_WEIGHTS)  # what load_run needs
 _RUN_FILES = (CONFIG, HISTORY, METRICS, MODEL_WEIGHTS, BEST_WEIGHTS, DATA_META,
               RESTARTS) + FIGURES

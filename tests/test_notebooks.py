@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import MNIST_DIR, REPO
+from gmdgm_tf.filenames import FIGURES
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -24,7 +25,6 @@ nbclient = pytest.importorskip("nbclient")
 CELL_TIMEOUT_S = 600
 NOTEBOOKS = ("quickstart", "train_tpu")
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-FIGURES = ("confusion.png", "assignment.png", "samples.png")  # rundir.FIGURES
 # A Colab form field: `NAME = value  # @param [options] {spec}`, nothing after the spec
 # (Colab reads the rest of the line as the annotation; notes go in `# @markdown` lines).
 FORM_FIELD = re.compile(r"^(\w+) = (.+?)  # @param ?(\[[^\]]*\])? ?(\{[^}]*\})?$")

@@ -6,7 +6,7 @@ import os
 import numpy as np
 from matplotlib import image as mpimg
 
-from gmdgm_tf import data, evaluation, experiment, plots
+from gmdgm_tf import data, evaluation, experiment, filenames, plots
 from conftest import load_config
 
 LABELLED = (0, 1, 2, 8, 9)
@@ -94,7 +94,7 @@ def test_write_run_figures_writes_pngs_and_tensorboard_images(tmp_path):
     assert all(len(a) == min(5, c) for a, c in zip(assigned, counts))
 
     paths = plots.write_run_figures(str(tmp_path), model, split, metrics, test_slots=slots)
-    assert sorted(os.path.basename(p) for p in paths) == sorted(plots.RUN_FIGURES)
+    assert sorted(os.path.basename(p) for p in paths) == sorted(filenames.FIGURES)
     sizes = {os.path.basename(p): read_png(p).shape[:2] for p in paths}
     assert sizes["confusion.png"] == (600, 640)
     assert sizes["samples.png"] == (760, 1034)

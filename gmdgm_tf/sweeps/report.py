@@ -26,8 +26,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from gmdgm_tf import machine, plots
-from gmdgm_tf.sweeps.run import RUNNER_RECORD, read_json
+from gmdgm_tf import filenames, machine, plots
+from gmdgm_tf.sweeps.run import read_json
 
 # Willetts, Roberts & Holmes, Table 1: MNIST test accuracy (%), mean (SD) over seeds.
 PAPER = {
@@ -61,19 +61,20 @@ def read_run(folder):
     Recipe and seed come from runner.json, else from the folder name and config.json."""
     def path(name):
         return os.path.join(folder, name)
-    metrics = read_json(path("metrics.json"))
+    metrics = read_json(path(filenames.METRICS))
     if metrics is None:
         return None
-    runner, config = read_json(path(RUNNER_RECORD), {}), read_json(path("config.json"), {})
+    runner = read_json(path(filenames.RUNNER_RECORD), {})
+    config = read_json(path(filenames.CONFIG), {})
     history = []
-    if os.path.exists(path("history.jsonl")):
-        with open(path("history.jsonl"), encoding="utf-8") as f:
+    if os.path.exists(path(filenames.HISTORY)):
+        with open(path(filenames.HISTORY), encoding="utf-8") as f:
             history = [json.loads(line) for line in f if line.strip()]
     return {"recipe": runner.get("recipe", os.path.basename(folder).rpartition("_seed")[0]),
             "seed": int(runner.get("seed", config.get("seed", 0))),
             "folder": folder, "model": config.get("model", {}).get("name"), "config": config,
             "metrics": metrics, "runner": runner, "wall_seconds": runner.get("wall_seconds"),
-            "history": history, "data_meta": read_json(path("data_meta.json"), {})}
+            "history": history, "data_meta": read_json(path(filenames.DATA_META), {})}
 
 
 def read_runs(summaries, recipes=None):
@@ -403,7 +404,7 @@ def write_figures(out, runs, recipes):
     paths.append(plots.save_png(plots.learning_curves_figure(histories),
                                 os.path.join(out, "learning_curves.png")))
     for name, r in best.items():
-        samples = os.path.join(r["folder"], "samples.png")
+        samples = os.path.join(r["folder"], filenames.SAMPLES_FIGURE)
         if os.path.exists(samples):
             paths.append(shutil.copyfile(samples, os.path.join(out, f"samples_{name}.png")))
     return paths

@@ -35,12 +35,12 @@ from typing import Optional
 
 from absl import app, flags, logging
 
-from gmdgm_tf import machine
+from gmdgm_tf import filenames, machine
+from gmdgm_tf.filenames import RUNNER_RECORD
 
 # Files of a run directory that make its summary (small; no weights, no checkpoints).
-SUMMARY_FILES = ("config.json", "history.jsonl", "metrics.json", "data_meta.json",
-                 "runner.json", "confusion.png", "assignment.png", "samples.png")
-RUNNER_RECORD = "runner.json"
+SUMMARY_FILES = (filenames.CONFIG, filenames.HISTORY, filenames.METRICS, filenames.DATA_META,
+                 RUNNER_RECORD) + filenames.FIGURES
 
 
 class SweepError(ValueError):
@@ -152,7 +152,7 @@ def finished_epochs(folder):
     config.json while its metrics.json is still the shorter run's, so a sweep killed
     mid-extension must not take it for finished. Older metrics lack "epochs_asked": their
     epochs_run stands in, then (hand-made summaries) config.json's train.epochs."""
-    metrics = read_json(os.path.join(folder, "metrics.json"))
+    metrics = read_json(os.path.join(folder, filenames.METRICS))
     if metrics is None:
         return None
     training = metrics.get("training", {})
@@ -160,7 +160,7 @@ def finished_epochs(folder):
         return training["epochs_asked"]
     if "epochs_run" in training:
         return training["epochs_run"]
-    return read_json(os.path.join(folder, "config.json"), {}).get("train", {}).get("epochs")
+    return read_json(os.path.join(folder, filenames.CONFIG), {}).get("train", {}).get("epochs")
 
 
 def file_summary(run, summaries):
@@ -198,7 +198,7 @@ def _start_attempt(run):
     is closed as "interrupted", its seconds counted up to its train.log's last write, so
     that wall_seconds keeps the time of every attempt."""
     record = read_json(os.path.join(run.workdir, RUNNER_RECORD), {"attempts": []})
-    log = os.path.join(run.workdir, "train.log")
+    log = os.path.join(run.workdir, filenames.TRAIN_LOG)
     for attempt in record["attempts"]:
         if attempt["status"] == "running":
             started = datetime.datetime.fromisoformat(attempt["started"]).timestamp()
@@ -215,7 +215,7 @@ def train(run):
     os.makedirs(run.workdir, exist_ok=True)
     record = _start_attempt(run)
     t0 = time.time()
-    with open(os.path.join(run.workdir, "train.log"), "a", encoding="utf-8") as log:
+    with open(os.path.join(run.workdir, filenames.TRAIN_LOG), "a", encoding="utf-8") as log:
         code = subprocess.call(run.command(), stdout=log, stderr=subprocess.STDOUT)
     record["attempts"][-1].update(seconds=round(time.time() - t0, 1),
                                   status="finished" if code == 0 else f"exit code {code}")
