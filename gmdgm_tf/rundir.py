@@ -391,14 +391,24 @@ def load_run(workdir) -> FinishedRun:
     """A finished run's workdir -> FinishedRun with the selected weights loaded.
 
     Raises FileNotFoundError naming what is missing when the workdir holds no finished run.
+    A run being extended (rerun with a larger train.epochs) has the new budget in
+    config.json from its start, while the weights and metrics stay the finished run's until
+    the longer run ends: the config returned is the finished run's (train.epochs as its
+    metrics record it), with a warning.
     """
     run = RunDir(workdir)
     missing = [name for name in FINISHED if not run.exists(name)]
     if missing:
         raise FileNotFoundError(f"{workdir} holds no finished run (missing {', '.join(missing)})")
-    config = run.read_config()
+    config, metrics = run.read_config(), run.read_metrics()
+    asked = metrics.get("training", {}).get("epochs_asked")
+    if asked is not None and asked != config.train.epochs:
+        logging.warning("%s: config.json asks for %d epochs, an extension that has not "
+                        "finished; loading the finished %d-epoch run", workdir,
+                        config.train.epochs, asked)
+        config.train.epochs = asked
     meta = run.read_data_meta()
     model = models.build_model(config.model, dim=meta.dim, prior=meta.prior,
                                precision=config.train.precision, seed=config.seed)
     run.load_weights(model, MODEL_WEIGHTS)
-    return FinishedRun(model, config, meta, run.read_metrics())
+    return FinishedRun(model, config, meta, metrics)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -369,6 +370,32 @@ def test_damaged_checkpoints_fall_back_to_the_last_good_one(tmp_path, three_epoc
     # back to the epoch before and retrains from there
     assert history == [1, 2, 3, 4] and metrics["training"]["epochs_run"] == 4
     assert metrics["training"]["epochs_asked"] == 4   # what sweeps.run takes for "finished"
+
+
+class _KilledAfter(keras.callbacks.Callback):
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise RuntimeError("killed")
+
+
+def test_a_run_killed_while_being_extended_loads_as_the_run_that_finished(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_digits(epochs=2, steps_per_epoch=4, figures=False)
+    metrics = experiment.train_and_evaluate(config, workdir)
+    before = rundir.load_run(workdir)
+    config.train.epochs = 4   # extended, and killed in its third epoch
+    with pytest.raises(RuntimeError, match="killed"):
+        experiment.train_and_evaluate(config, workdir, callbacks=[_KilledAfter(3)])
+    assert read_json(os.path.join(workdir, "config.json"))["train"]["epochs"] == 4
+    finished = rundir.load_run(workdir)
+    assert finished.config.to_dict() == before.config.to_dict()   # train.epochs 2, not 4
+    assert finished.metrics == metrics
+    x = np.random.default_rng(0).random((8, finished.meta.dim), dtype=np.float32)
+    np.testing.assert_array_equal(finished.model.predict_slots(x), before.model.predict_slots(x))
 
 
 def test_no_readable_checkpoint_is_refused_in_one_line(tmp_path):
