@@ -15,7 +15,8 @@ the first time the heldout accuracy reached --target. A rerun on the same workdi
 
 With --summaries=DIR the run's small files (SUMMARY_FILES: no weights) are also copied to
 DIR/<workdir's name>/, ready to commit; `--report=DIR` (no training) then writes
-DIR/summary.md, one row per run and the mean minutes to the target over the seeds:
+DIR/summary.md, one row per run and the mean minutes to the target over the seeds (and
+rewrites each run's time_to_accuracy.md from its .json):
 
   python benchmarks/time_to_accuracy.py --report=results/time_to_accuracy/fast
 """
@@ -70,11 +71,12 @@ def table(records, metrics, minutes, target):
     """Probe records + final metrics -> Markdown."""
     reached = next((r for r in records if r["heldout_accuracy"] >= target), None)
     lines = [f"Budget {minutes:g} min. Heldout test accuracy (slots named on validation) by "
-             "epoch, measured only; selection uses validation.", "",
+             "epoch, measured only; selection uses validation. Two decimals: the target is "
+             "compared unrounded.", "",
              "| epoch | minutes (cumulative, wall) | val accuracy | heldout accuracy |",
              "|---|---|---|---|"]
-    lines += [f"| {r['epoch']} | {r['wall_seconds'] / 60:.1f} | {100 * r['val_accuracy']:.1f} "
-              f"| {100 * r['heldout_accuracy']:.1f} |" for r in records]
+    lines += [f"| {r['epoch']} | {r['wall_seconds'] / 60:.1f} | {100 * r['val_accuracy']:.2f} "
+              f"| {100 * r['heldout_accuracy']:.2f} |" for r in records]
     lines += ["", f"Time to {100 * target:g} % heldout: " + (
         f"{reached['wall_seconds'] / 60:.1f} min (epoch {reached['epoch']})" if reached
         else "not reached in the budget"),
@@ -126,11 +128,18 @@ def summary(folders):
 
 
 def report(directory):
-    """Writes directory/summary.md from its run folders -> the text."""
+    """Writes directory/summary.md from its run folders, and rewrites each run's
+    time_to_accuracy.md from its .json (so a format change reaches filed runs) -> the text."""
     folders = sorted(os.path.dirname(p) for p in
                      glob.glob(os.path.join(directory, "*", RESULT + ".json")))
     if not folders:
         raise app.UsageError(f"no {RESULT}.json under {directory}/*/")
+    for folder in folders:
+        with open(os.path.join(folder, RESULT + ".json"), encoding="utf-8") as f:
+            result = json.load(f)
+        with open(os.path.join(folder, RESULT + ".md"), "w", encoding="utf-8") as f:
+            f.write(table(result["epochs"], result["metrics"], result["minutes"],
+                          result["target"]))
     text = summary(folders)
     with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
         f.write(text)

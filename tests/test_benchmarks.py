@@ -60,6 +60,12 @@ def test_time_to_accuracy_smoke_with_a_user_callback(tmp_path):
     assert lines[5].startswith("| tta_s1 | 1 | 5 | 3 | not reached |")
     assert "| -25.0 |" in lines[5]
     assert lines[-1] == f"Time to 0 %: reached by 1 of 2 runs (those: {minutes:.1f} min)."
+    # each run's own table is rewritten from its .json: the filed one as the run wrote it
+    assert (filed / "time_to_accuracy.md").read_text() == (
+        workdir / "time_to_accuracy.md").read_text()
+    rewritten = (tmp_path / "filed" / "tta_s1" / "time_to_accuracy.md").read_text()
+    assert "| 1 | " in rewritten and "| -25.00 |" in rewritten
+    assert "Time to 0 % heldout: not reached in the budget" in rewritten
     # when every run reaches it: the mean (sample SD) minutes over the runs
     for record in other["epochs"][1:]:
         record["heldout_accuracy"] = 0.5  # reached at epoch 2
