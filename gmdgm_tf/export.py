@@ -41,7 +41,7 @@ from gmdgm_tf import filenames, model_card, rundir
 from gmdgm_tf.export_inputs import check_images, image_specs
 
 METADATA_FILE = filenames.EXPORT_METADATA
-MODEL_CARD_FILE = "MODEL_CARD.md"
+MODEL_CARD_FILE = filenames.EXPORT_MODEL_CARD
 FORMAT = "gmdgm_tf.export/1"
 PROTOCOLS = ("heldout", "paper")
 UNNAMED = -1

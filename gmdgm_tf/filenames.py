@@ -29,3 +29,4 @@ RUNNER_RECORD = "runner.json"    # a sweep's run: its attempts and seconds (gmdg
 
 # An export directory (gmdgm_tf.export; read by gmdgm_tf.predict).
 EXPORT_METADATA = "gmdgm_export.json"
+EXPORT_MODEL_CARD = "MODEL_CARD.md"
