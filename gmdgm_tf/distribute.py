@@ -33,6 +33,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from gmdgm_tf import filenames
+
 CONNECT_TIMEOUT_S = 10.0
 _TPU_ENV = ("TPU_NAME", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS", "TPU_CONFIG")
 
@@ -229,7 +231,7 @@ def worker_workdir(strategy, workdir):
     if is_chief(strategy):
         return workdir
     task_type, task_id = task(strategy)
-    return os.path.join(workdir, "workers", f"{task_type}_{task_id}")
+    return os.path.join(workdir, filenames.WORKERS_DIR, f"{task_type}_{task_id}")
 
 
 def check_batch_split(labelled_batch_size, unlabelled_batch_size, num_replicas,

@@ -24,6 +24,7 @@ SAMPLES_FIGURE = "samples.png"
 FIGURES = (CONFUSION_FIGURE, ASSIGNMENT_FIGURE, SAMPLES_FIGURE)
 RESTARTS = "restarts.json"
 RESTARTS_DIR = "restarts"
+WORKERS_DIR = "workers"          # multi-worker: each non-chief process's own run directory
 TRAIN_LOG = "train.log"          # a sweep's run: the training's stdout and stderr
 RUNNER_RECORD = "runner.json"    # a sweep's run: its attempts and seconds (gmdgm_tf.sweeps.run)
 
