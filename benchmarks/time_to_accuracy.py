@@ -85,13 +85,9 @@ def table(records, metrics, minutes, target):
     return "\n".join(lines) + "\n"
 
 
-def summary(folders):
-    """[run folder with time_to_accuracy.json and config.json] -> Markdown: one row per run,
-    then the mean (sample SD) minutes to the target over the runs that reached it."""
-    results = {}
-    for folder in folders:
-        with open(os.path.join(folder, RESULT + ".json"), encoding="utf-8") as f:
-            results[folder] = json.load(f)
+def summary(results):
+    """{run folder (with config.json): its time_to_accuracy.json} -> Markdown: one row per
+    run, then the mean (sample SD) minutes to the target over the runs that reached it."""
     targets = sorted({r["target"] for r in results.values()})
     if len(targets) != 1:
         raise app.UsageError(f"the runs have different targets {targets}: report them apart")
@@ -134,13 +130,14 @@ def report(directory):
                      glob.glob(os.path.join(directory, "*", RESULT + ".json")))
     if not folders:
         raise app.UsageError(f"no {RESULT}.json under {directory}/*/")
+    results = {}
     for folder in folders:
         with open(os.path.join(folder, RESULT + ".json"), encoding="utf-8") as f:
-            result = json.load(f)
+            result = results[folder] = json.load(f)
         with open(os.path.join(folder, RESULT + ".md"), "w", encoding="utf-8") as f:
             f.write(table(result["epochs"], result["metrics"], result["minutes"],
                           result["target"]))
-    text = summary(folders)
+    text = summary(results)
     with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
         f.write(text)
     return text
