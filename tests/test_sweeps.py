@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
+from gmdgm_tf import filenames
 from gmdgm_tf.sweeps import report, run
 from conftest import REPO, load_config
 
@@ -47,7 +48,7 @@ def write_summary(summaries, recipe, seed, heldout, paper=None, val=0.5, model="
                         "train": {"epochs": epochs, "precision": "float32"}},
         "data_meta.json": {"class_names": [str(c) for c in range(10)],
                            "labelled_classes": [0, 1, 2, 8, 9]},
-        run.RUNNER_RECORD: {"recipe": recipe, "seed": seed, "attempts": [],
+        filenames.RUNNER_RECORD: {"recipe": recipe, "seed": seed, "attempts": [],
                             "wall_seconds": wall, "command": "python -m gmdgm_tf.train",
                             "machine": {"platform": "TestOS", "cpu": "test cpu",
                                         "cpu_count": 2, "python": "3"}}}
@@ -187,8 +188,9 @@ def test_report_files_and_cli_errors(summaries, tmp_path):
     out = str(tmp_path / "report")
     result = report.write_report(summaries, out, ["gm", "m2u"])
     names = sorted(os.path.basename(p) for p in result["paths"])
+    # m2u's best run has no samples.png
     assert names == ["all_runs.json", "figure2.png", "learning_curves.png", "samples_gm.png",
-                     "table1.csv", "table1.md", "table1_summary.md"]       # m2u's best run has no samples.png
+                     "table1.csv", "table1.md", "table1_summary.md"]
     for name in ("figure2.png", "learning_curves.png", "samples_gm.png"):
         check_png(os.path.join(out, name))
     with open(os.path.join(summaries, "gm_seed1", "samples.png"), "rb") as a, \
@@ -312,7 +314,7 @@ def test_runner_record_keeps_every_attempt_even_one_killed_with_its_sweep(tmp_pa
     """An attempt is recorded as running before it starts; one a killed sweep left running
     is closed as interrupted, its seconds up to its train.log's last write."""
     r = run.plan([run.Recipe.parse(f"gm={DIGITS}:smoke")], [0], str(tmp_path))[0]
-    record_path = os.path.join(r.workdir, run.RUNNER_RECORD)
+    record_path = os.path.join(r.workdir, filenames.RUNNER_RECORD)
     log_path = os.path.join(r.workdir, "train.log")
     os.makedirs(r.workdir)
     started = datetime.datetime.now() - datetime.timedelta(seconds=300)
@@ -376,7 +378,7 @@ def test_sweep_then_report_end_to_end(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     def attempts(name):
-        with open(os.path.join(summaries, name, run.RUNNER_RECORD), encoding="utf-8") as f:
+        with open(os.path.join(summaries, name, filenames.RUNNER_RECORD), encoding="utf-8") as f:
             return json.load(f)["attempts"]
 
     sweep()
@@ -384,7 +386,7 @@ def test_sweep_then_report_end_to_end(tmp_path):
     names = ["m2_seed0", "m2_seed1"]
     assert sorted(os.listdir(summaries)) == names
     required = {"config.json", "history.jsonl", "metrics.json", "data_meta.json",
-                run.RUNNER_RECORD}
+                filenames.RUNNER_RECORD}
     for name in names:
         files = set(os.listdir(os.path.join(summaries, name)))
         assert required <= files <= set(run.SUMMARY_FILES), (name, files)   # no weights

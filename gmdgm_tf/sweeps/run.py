@@ -36,11 +36,10 @@ from typing import Optional
 from absl import app, flags, logging
 
 from gmdgm_tf import filenames, machine
-from gmdgm_tf.filenames import RUNNER_RECORD
 
 # Files of a run directory that make its summary (small; no weights, no checkpoints).
 SUMMARY_FILES = (filenames.CONFIG, filenames.HISTORY, filenames.METRICS, filenames.DATA_META,
-                 RUNNER_RECORD) + filenames.FIGURES
+                 filenames.RUNNER_RECORD) + filenames.FIGURES
 
 
 class SweepError(ValueError):
@@ -179,13 +178,13 @@ def file_summary(run, summaries):
 
 
 def _write_record(run, record):
-    """Writes the run's RUNNER_RECORD (atomically), wall_seconds summed over its attempts."""
+    """Writes the run's runner.json atomically; wall_seconds summed over its attempts."""
     record["wall_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 1)
     record["recipe"] = run.recipe.name
     record["seed"] = run.seed
     record["command"] = " ".join(run.command())
     record["machine"] = machine.describe()
-    path = os.path.join(run.workdir, RUNNER_RECORD)
+    path = os.path.join(run.workdir, filenames.RUNNER_RECORD)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".tmp", path)
@@ -197,7 +196,7 @@ def _start_attempt(run):
     An attempt still "running" here was killed with its sweep (e.g. a session's end): it
     is closed as "interrupted", its seconds counted up to its train.log's last write, so
     that wall_seconds keeps the time of every attempt."""
-    record = read_json(os.path.join(run.workdir, RUNNER_RECORD), {"attempts": []})
+    record = read_json(os.path.join(run.workdir, filenames.RUNNER_RECORD), {"attempts": []})
     log = os.path.join(run.workdir, filenames.TRAIN_LOG)
     for attempt in record["attempts"]:
         if attempt["status"] == "running":
