@@ -10,7 +10,9 @@ split with the heldout protocol (slots named on validation). That score is measu
 never used: model selection still looks at validation only. Writes
 <workdir>/time_to_accuracy.md and .json: per epoch the cumulative wall-clock seconds
 (training plus the validation pass), validation accuracy and heldout test accuracy, and
-the first time the heldout accuracy reached --target. A rerun on the same workdir resumes
+the first time the heldout accuracy reached --target. One initialisation is timed: a
+config's train.restarts (best of several, which a time budget cannot be combined with) is
+set to 1, and the log says so. A rerun on the same workdir resumes
 (epochs trained before this process are in history.jsonl but have no heldout score).
 
 With --summaries=DIR the run's small files (SUMMARY_FILES: no weights) are also copied to
@@ -29,7 +31,7 @@ import statistics
 import time
 
 import keras
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gmdgm_tf import data, evaluation, experiment, filenames
@@ -152,6 +154,10 @@ def main(argv):
         raise app.UsageError("--config and --workdir are required (or --report=DIR)")
     config = FLAGS.config
     with config.unlocked():
+        if config.train.restarts > 1:
+            logging.info("train.restarts %d -> 1: one initialisation is timed",
+                         config.train.restarts)
+            config.train.restarts, config.train.restart_epochs = 1, 0
         config.train.max_minutes = FLAGS.minutes
     split = data.load_split(config.data, config.seed)  # the same split training loads
     probe = HeldoutProbe(split)

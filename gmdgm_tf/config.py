@@ -145,6 +145,8 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.steps_per_epoch = 5
     config.train.verbose = 0
     config.train.figures = False
+    if config.train.restarts > 1:
+        config.train.restart_epochs = 1     # still a choice among candidates, 1 epoch each
     return config
 
 

@@ -35,10 +35,14 @@ def test_time_to_accuracy_smoke_with_a_user_callback(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_accuracy.py"),
            f"--config={os.path.join(ROOT, 'configs', 'digits_gmdgm.py')}:smoke",
            f"--workdir={workdir}", "--minutes=5", "--target=0.0", "--config.train.epochs=3",
+           "--config.train.restarts=3", "--config.train.restart_epochs=1",
            f"--summaries={tmp_path / 'filed'}"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     result = json.loads((workdir / "time_to_accuracy.json").read_text())
     assert [r["epoch"] for r in result["epochs"]] == [1, 2, 3]
+    # best-of-3 restarts cannot share a time budget: one initialisation is timed
+    assert json.loads((workdir / "config.json").read_text())["train"]["restarts"] == 1
+    assert not (workdir / "restarts").exists()
     assert all(0 <= r["heldout_accuracy"] <= 1 for r in result["epochs"])
     assert "Time to 0 % heldout: " in (workdir / "time_to_accuracy.md").read_text()
     filed = tmp_path / "filed" / "tta"
