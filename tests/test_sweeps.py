@@ -49,9 +49,9 @@ def write_summary(summaries, recipe, seed, heldout, paper=None, val=0.5, model="
         "data_meta.json": {"class_names": [str(c) for c in range(10)],
                            "labelled_classes": [0, 1, 2, 8, 9]},
         filenames.RUNNER_RECORD: {"recipe": recipe, "seed": seed, "attempts": [],
-                            "wall_seconds": wall, "command": "python -m gmdgm_tf.train",
-                            "machine": {"platform": "TestOS", "cpu": "test cpu",
-                                        "cpu_count": 2, "python": "3"}}}
+                                  "wall_seconds": wall, "command": "python -m gmdgm_tf.train",
+                                  "machine": {"platform": "TestOS", "cpu": "test cpu",
+                                              "cpu_count": 2, "python": "3"}}}
     for name, obj in files.items():
         with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             json.dump(obj, f)
