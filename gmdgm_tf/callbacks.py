@@ -131,6 +131,28 @@ class EpochTimer(keras.callbacks.Callback):
         logs["seconds"] = round(time.time() - self.t0, 2)
 
 
+class LearningRate(keras.callbacks.Callback):
+    """Sets Adam's rate at each epoch's start: `learning_rate` for epochs 1..decay_epoch,
+    `learning_rate * decay_factor` after them (decay_epoch 0: never). The epoch is the
+    run's, not the fit call's, so resumed and extended runs follow the same schedule.
+    logs['learning_rate']: the rate the epoch trained at."""
+
+    def __init__(self, learning_rate, decay_epoch=0, decay_factor=1.0):
+        super().__init__()
+        self.base, self.decay_epoch, self.factor = learning_rate, decay_epoch, decay_factor
+
+    def rate(self, epoch):
+        """The rate of 0-based epoch `epoch`."""
+        decayed = self.decay_epoch and epoch >= self.decay_epoch
+        return self.base * self.factor if decayed else self.base
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate = self.rate(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["learning_rate"] = self.rate(epoch)
+
+
 class Validation(keras.callbacks.Callback):
     """Adds val_* metrics (map built on validation) and keeps the best epoch's weights."""
 

@@ -51,7 +51,8 @@ _LABELS = {"model.name": "model", "data.source": "dataset", "model.likelihood": 
 # Fields added after runs were filed: a config.json without one ran with this value, so a
 # resume or a comparison does not count it as a different experiment.
 ADDED_FIELDS = {"data.to_grayscale": False, "train.restarts": 1, "train.restart_epochs": 0,
-                "train.restart_index": 0}
+                "train.restart_index": 0, "optimizer.decay_epoch": 0,
+                "optimizer.decay_factor": 0.1}
 # Restart k of seed s initialises its networks and noise with seed s + k * this stride
 # (its split and batch order stay those of seed s); k = 0 is the seed's own initialisation.
 RESTART_SEED_STRIDE = 100_003
@@ -104,6 +105,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 3e-4
     config.optimizer.clipvalue = 1.0
+    # A step decay: the epochs after the first decay_epoch train at learning_rate *
+    # decay_factor. Counted from the run's start, so a run extended past decay_epoch
+    # trains exactly as one started with the longer budget.
+    config.optimizer.decay_epoch = 0        # 0: the rate never changes
+    config.optimizer.decay_factor = 0.1
 
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 100
@@ -271,6 +277,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"optimizer.learning_rate must be finite and > 0, got {o.learning_rate!r}"),
         (o.clipvalue is None or _finite(o.clipvalue, 0.0, strict=True),
          f"optimizer.clipvalue must be None or finite and > 0, got {o.clipvalue!r}"),
+        (isinstance(o.decay_epoch, int) and not isinstance(o.decay_epoch, bool)
+         and o.decay_epoch >= 0,
+         f"optimizer.decay_epoch must be an integer >= 0, got {o.decay_epoch!r}"),
+        (_finite(o.decay_factor, 0.0, strict=True) and o.decay_factor <= 1.0,
+         f"optimizer.decay_factor must be in (0, 1], got {o.decay_factor!r}"),
         (_positive_int(t.epochs), f"train.epochs must be >= 1, got {t.epochs!r}"),
         (isinstance(t.steps_per_epoch, int) and t.steps_per_epoch >= 0,
          f"train.steps_per_epoch must be >= 0, got {t.steps_per_epoch!r}"),

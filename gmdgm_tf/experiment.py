@@ -88,7 +88,10 @@ def fit(model, split, config, run, state, extra_callbacks=()):
         for begin, end, skip in chunks:
             checkpointing = callbacks_lib.Checkpointing(
                 state, config.train.checkpoint_every_steps, begin, skip)
-            callbacks = [callbacks_lib.NonFiniteGuard(skip), callbacks_lib.EpochTimer(),
+            callbacks = [callbacks_lib.LearningRate(config.optimizer.learning_rate,
+                                                    config.optimizer.decay_epoch,
+                                                    config.optimizer.decay_factor),
+                         callbacks_lib.NonFiniteGuard(skip), callbacks_lib.EpochTimer(),
                          callbacks_lib.Validation(split, run, state), checkpointing,
                          callbacks_lib.HistoryWriter(run), *shared,
                          callbacks_lib.PreemptionGuard(signals, checkpointing),

@@ -76,6 +76,21 @@ def test_same_seed_same_metrics_different_seed_differs(tmp_path):
     assert runs["a"]["history"] != runs["c"]["history"]
 
 
+def test_learning_rate_decay_changes_the_steps_after_decay_epoch_only(tmp_path):
+    histories = {}
+    for factor in (1.0, 0.5):
+        config = tiny_digits(deterministic=True, epochs=3, steps_per_epoch=4)
+        config.optimizer.update(decay_epoch=2, decay_factor=factor)
+        experiment.train_and_evaluate(config, str(tmp_path / str(factor)))
+        histories[factor] = _without_seconds(tmp_path / str(factor))
+    rate = config.optimizer.learning_rate
+    assert [r["learning_rate"] for r in histories[0.5]] == [rate, rate, rate * 0.5]
+    assert [r["learning_rate"] for r in histories[1.0]] == [rate] * 3
+    # epochs 1-2 trained alike; epoch 3 took smaller steps
+    assert histories[0.5][:2] == histories[1.0][:2]
+    assert histories[0.5][2]["loss"] != histories[1.0][2]["loss"]
+
+
 def _without_seconds(workdir):
     history = rundir.RunDir(str(workdir)).history()
     return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
@@ -138,7 +153,8 @@ def _train_cmd(workdir, *overrides):
 
 RESUME_OVERRIDES = ("--config.train.deterministic=True", "--config.train.epochs=5",
                     "--config.train.steps_per_epoch=30", "--config.train.checkpoint_every_steps=7",
-                    "--config.model.hidden_sizes=(384,384)")
+                    "--config.model.hidden_sizes=(384,384)",
+                    "--config.optimizer.decay_epoch=2")  # the kill lands in a decayed epoch
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +195,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference):
         return [{k: v for k, v in json.loads(l).items() if k != "seconds"}
                 for l in open(run / "history.jsonl", encoding="utf-8")]
     assert [r["epoch"] for r in history_of(workdir)] == [1, 2, 3, 4, 5]
+    rate = history_of(workdir)[0]["learning_rate"]
+    assert [r["learning_rate"] for r in history_of(workdir)] == [rate] * 2 + [rate * 0.1] * 3
     assert history_of(workdir) == history_of(reference)
 
 

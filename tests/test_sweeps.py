@@ -436,6 +436,15 @@ def test_a_recipe_with_restarts_says_so():
     assert report.describe(config).endswith("float32, 20 epochs")
 
 
+def test_a_recipe_with_a_learning_rate_decay_says_so():
+    config = {"model": {"name": "gmdgm"},
+              "optimizer": {"learning_rate": 0.001, "decay_epoch": 40, "decay_factor": 0.1},
+              "data": {"num_extra_slots": 25}, "train": {"precision": "float32", "epochs": 50}}
+    assert report.describe(config).startswith("GM-DGM, lr 0.001 (x 0.1 after epoch 40), 35 slots")
+    config["optimizer"]["decay_epoch"] = 0
+    assert report.describe(config).startswith("GM-DGM, lr 0.001, 35 slots")
+
+
 def test_the_report_lists_each_restarted_runs_initialisations(summaries, tmp_path):
     path = os.path.join(summaries, "gm_seed1", "metrics.json")
     metrics = json.load(open(path, encoding="utf-8"))

@@ -116,9 +116,13 @@ def describe(config, num_classes=10):
     """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'
     (num_classes: the dataset's, from data_meta.json)."""
     data, train = config.get("data", {}), config.get("train", {})
+    optimizer = config.get("optimizer", {})
     epochs, restarts = train.get("epochs"), train.get("restarts", 1)
+    decay_epoch = optimizer.get("decay_epoch", 0)
     return (f"{plots.model_title(config.get('model', {}).get('name'))}, "
-            f"lr {config.get('optimizer', {}).get('learning_rate')}, "
+            f"lr {optimizer.get('learning_rate')}"
+            + (f" (x {optimizer.get('decay_factor')} after epoch {decay_epoch})"
+               if decay_epoch else "") + ", "
             f"{num_classes + int(data.get('num_extra_slots', 0))} slots, "
             f"prior rule {data.get('prior_rule', 'paper')}, {train.get('precision')}, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}"
