@@ -292,7 +292,8 @@ def _check_rng(tmp):
     experiment.train_and_evaluate(unsupervised, os.path.join(tmp, "unsupervised"))
     with open(os.path.join(tmp, "unsupervised", "history.jsonl"), encoding="utf-8") as f:
         unsupervised_keys = sorted(k for k in json.loads(f.readline())
-                                   if not k.startswith("val_") and k not in ("epoch", "seconds"))
+                                   if not k.startswith("val_")
+                                   and k not in ("epoch", "seconds", "learning_rate"))
 
     odd = _tiny_config("mirrored")
     odd.data.unlabelled_batch_size = 49
