@@ -137,7 +137,7 @@ class LearningRate(keras.callbacks.Callback):
     run's, not the fit call's, so resumed and extended runs follow the same schedule.
     logs['learning_rate']: the rate the epoch trained at."""
 
-    def __init__(self, learning_rate, decay_epoch=0, decay_factor=1.0):
+    def __init__(self, learning_rate, decay_epoch, decay_factor):
         super().__init__()
         self.base, self.decay_epoch, self.factor = learning_rate, decay_epoch, decay_factor
 
