@@ -5,9 +5,9 @@ one recipe: Adam learning rate 1e-3 instead of 3e-4, 25 extra slots (35), and a 
 p(y) over them, which is also how the authors' code built M2 (the paper's text states the
 1/10-1/20 rule for both models; `--config.data.prior_rule=paper` gives it). One
 initialisation per seed and a constant rate: the best of 3 and the decay tail were probed
-and adopted for GM-DGM only. Budget: 20 epochs, not GM-DGM's 50: M2's validation accuracy is flat by then (with the paper's prior
-rule, 5 seeds: +0.5 points over epochs 15-20; with the uniform prior it peaks after epoch
-1, results/table1/).
+and adopted for GM-DGM only. Budget: 20 epochs, not GM-DGM's 50: M2's validation accuracy
+is flat by then (with the paper's prior rule, 5 seeds: +0.5 points over epochs 15-20; with
+the uniform prior it peaks after epoch 1, results/table1/).
 
   python -m gmdgm_tf.train --config=configs/mnist_m2_fast.py --workdir=runs/m2_fast \
       --config.data.dir=../shared/data/mnist
