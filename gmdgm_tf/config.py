@@ -214,8 +214,12 @@ def parse_source(source) -> tuple:
         "'npz:<path>' (a NumPy file with x_train, y_train, x_test, y_test)")
 
 
+def _int_at_least(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return _int_at_least(value, 1)
 
 
 def _finite(value, low=-math.inf, strict=False):
@@ -277,8 +281,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"optimizer.learning_rate must be finite and > 0, got {o.learning_rate!r}"),
         (o.clipvalue is None or _finite(o.clipvalue, 0.0, strict=True),
          f"optimizer.clipvalue must be None or finite and > 0, got {o.clipvalue!r}"),
-        (isinstance(o.decay_epoch, int) and not isinstance(o.decay_epoch, bool)
-         and o.decay_epoch >= 0,
+        (_int_at_least(o.decay_epoch, 0),
          f"optimizer.decay_epoch must be an integer >= 0, got {o.decay_epoch!r}"),
         (_finite(o.decay_factor, 0.0, strict=True) and o.decay_factor <= 1.0,
          f"optimizer.decay_factor must be in (0, 1], got {o.decay_factor!r}"),
@@ -294,8 +297,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         (_positive_int(t.keep_checkpoints),
          f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints!r}"),
         (_positive_int(t.restarts), f"train.restarts must be >= 1, got {t.restarts!r}"),
-        (isinstance(t.restart_index, int) and not isinstance(t.restart_index, bool)
-         and t.restart_index >= 0,
+        (_int_at_least(t.restart_index, 0),
          f"train.restart_index must be an integer >= 0, got {t.restart_index!r}"),
         (t.restarts == 1 or (_positive_int(t.restart_epochs) and t.restart_epochs <= t.epochs),
          f"train.restart_epochs must be between 1 and train.epochs ({t.epochs}) when "
