@@ -27,11 +27,9 @@ class NonFiniteLossError(RuntimeError):
 
 def validation_report(model, split):
     """Validation accuracy with the map built on validation itself (for selection)."""
-    slots = model.predict_slots(split.x_val)
-    slot_map = evaluation.cluster_to_class_map(
-        split.y_val, slots, split.num_classes, split.num_slots, split.labelled_classes)
-    return evaluation.accuracy_report(split.y_val, slots, slot_map, split.labelled_classes,
-                                      split.num_classes)
+    return evaluation.self_mapped_report(split.y_val, model.predict_slots(split.x_val),
+                                         split.num_classes, split.num_slots,
+                                         split.labelled_classes)
 
 
 class Interrupted(RuntimeError):
@@ -154,7 +152,11 @@ class LearningRate(keras.callbacks.Callback):
 
 
 class Validation(keras.callbacks.Callback):
-    """Adds val_* metrics (map built on validation) and keeps the best epoch's weights."""
+    """Adds val_* metrics (map built on validation) and keeps the best epoch's weights.
+
+    Also records the test split's numbers that the optimistic paper_selection protocol
+    needs (evaluation.paper_selection_logs: test_paper_*); they
+    are never read for selection here."""
 
     def __init__(self, split, run, state):
         super().__init__()
@@ -163,6 +165,10 @@ class Validation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         report = validation_report(self.model, self.split)
         logs.update({f"val_{k}": v for k, v in report.items() if k != "confusion_matrix"})
+        split = self.split
+        logs.update(evaluation.paper_selection_logs(
+            split.y_test, self.model.predict_slots(split.x_test), num_classes=split.num_classes,
+            num_slots=split.num_slots, labelled_classes=split.labelled_classes))
         if report["accuracy"] > self.state.best_accuracy.numpy():
             self.state.best_accuracy.assign(report["accuracy"])
             self.state.best_epoch.assign(epoch + 1)
@@ -228,7 +234,8 @@ class TensorBoard(keras.callbacks.Callback):
         with self.writer.as_default(step=epoch + 1):
             for k, v in logs.items():
                 if isinstance(v, (float, np.floating)) and k != "seconds":
-                    name = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+                    group = next((g for g in ("val", "test") if k.startswith(g + "_")), None)
+                    name = f"{group}/{k[len(group) + 1:]}" if group else f"train/{k}"
                     tf.summary.scalar(name, float(v))
             if self.split is not None and self.every and (epoch + 1) % self.every == 0:
                 tf.summary.image("samples/decoded_by_slot", self.sample_grid()[None])

@@ -218,6 +218,9 @@ def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
         split.y_val, model.predict_slots(split.x_val), split.y_test, test_slots,
         num_classes=split.num_classes, num_slots=split.num_slots,
         labelled_classes=split.labelled_classes)
+    selection = evaluation.paper_selection(history)
+    if selection is not None:
+        metrics[evaluation.PAPER_SELECTION] = selection
     seconds = [r["seconds"] for r in history]
     # every epoch trained, the candidates not chosen too
     others = 0.0 if restarts is None else sum(

@@ -70,3 +70,44 @@ def test_nmi_ari_perfect_clustering_is_one_whatever_slot_names():
                                         (), 2)
     assert report["nmi"] == pytest.approx(1.0)
     assert report["ari"] == pytest.approx(1.0)
+
+
+def test_paper_selection_logs_map_on_the_test_split_and_its_first_1000_images():
+    rng = np.random.default_rng(0)
+    n = evaluation.PAPER_SELECTION_IMAGES + 500
+    labels = rng.integers(0, 3, n)
+    slots = np.where(rng.random(n) < 0.8, labels + 2, 1)  # mostly class c in slot c + 2
+    slots[evaluation.PAPER_SELECTION_IMAGES:] = 1  # the last 500 all in one slot
+    logs = evaluation.paper_selection_logs(labels, slots, num_classes=3, num_slots=5,
+                                           labelled_classes=(0,))
+
+    def by_hand(lab, slo):  # slot 0 -> class 0, every other slot its majority class
+        names = {k: np.bincount(lab[slo == k], minlength=3).argmax() for k in set(slo)}
+        names[0] = 0
+        return np.mean([names[k] == c for c, k in zip(lab, slo)])
+
+    first = slice(0, evaluation.PAPER_SELECTION_IMAGES)
+    assert logs["test_paper_accuracy_first1000"] == pytest.approx(
+        by_hand(labels[first], slots[first]))
+    assert logs["test_paper_accuracy"] == pytest.approx(by_hand(labels, slots))
+    assert logs["test_paper_accuracy"] < logs["test_paper_accuracy_first1000"]
+    assert set(logs) == {"test_paper_accuracy_first1000", "test_paper_accuracy",
+                         "test_paper_accuracy_labelled_classes",
+                         "test_paper_accuracy_unlabelled_classes", "test_paper_nmi",
+                         "test_paper_ari"}
+
+
+def test_paper_selection_takes_the_epoch_best_on_the_first_1000_not_on_the_full_test():
+    def epoch(e, first1000, full):
+        return {"epoch": e, "val_accuracy": 0.5, "test_paper_accuracy_first1000": first1000,
+                "test_paper_accuracy": full, "test_paper_accuracy_labelled_classes": full,
+                "test_paper_accuracy_unlabelled_classes": full, "test_paper_nmi": 0.1 * e,
+                "test_paper_ari": 0.0}
+    history = [epoch(1, 0.6, 0.9), epoch(2, 0.8, 0.7), epoch(3, 0.8, 0.95), epoch(4, 0.7, 0.99)]
+    report = evaluation.paper_selection(history)
+    assert report["epoch"] == 2 and report["accuracy"] == 0.7  # first of the tied best
+    assert report["nmi"] == pytest.approx(0.2)
+    assert "optimistic" in report["protocol"]
+    # runs filed before the numbers were recorded (or only partly) have no such protocol
+    assert evaluation.paper_selection([{"epoch": 1, "val_accuracy": 0.5}]) is None
+    assert evaluation.paper_selection([{"epoch": 0}] + history) is None

@@ -51,6 +51,10 @@ def test_training_beats_chance_and_writes_run(tmp_path, model):
     assert os.listdir(tmp_path / "tensorboard")
     history = [json.loads(l) for l in open(tmp_path / "history.jsonl", encoding="utf-8")]
     assert [r["epoch"] for r in history] == list(range(1, 16))
+    # the optimistic paper_selection protocol: the epoch best on the first 1000 test images
+    best = max(history, key=lambda r: (r["test_paper_accuracy_first1000"], -r["epoch"]))
+    assert metrics["paper_selection"]["epoch"] == best["epoch"]
+    assert metrics["paper_selection"]["accuracy"] == best["test_paper_accuracy"]
     assert np.array(metrics["heldout"]["assignment_matrix"]).shape == (10, 15)
     # the saved run restores to the same predictions
     finished = rundir.load_run(str(tmp_path))
@@ -552,7 +556,8 @@ def test_tensorboard_groups_scalars_and_draws_sample_grids(tmp_path):
     config = tiny_digits(epochs=3, steps_per_epoch=2, sample_grid_every=2)
     experiment.train_and_evaluate(config, str(tmp_path))
     tags = tensorboard_events(str(tmp_path / "tensorboard"))
-    assert {"train/loss", "train/elbo_unlabelled", "val/accuracy"} <= set(tags)
+    assert {"train/loss", "train/elbo_unlabelled", "val/accuracy",
+            "test/paper_accuracy_first1000"} <= set(tags)
     assert sorted(tags["train/loss"]) == [1, 2, 3]
     grids = tags["samples/decoded_by_slot"]
     assert sorted(grids) == [2]  # every 2 epochs

@@ -410,7 +410,8 @@ def test_sweep_then_report_end_to_end(tmp_path):
     with open(os.path.join(table, "table1.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [(r["recipe"], r["model"], r["protocol"], r["n_seeds"], r["seeds"]) for r in rows] \
-        == [("m2", "m2", "heldout", "2", "0 1"), ("m2", "m2", "paper", "2", "0 1")]
+        == [("m2", "m2", "heldout", "2", "0 1"), ("m2", "m2", "paper", "2", "0 1"),
+            ("m2", "m2", "paper_selection", "2", "0 1")]
     for row in rows:
         metrics = []
         for seed in (0, 1):

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from gmdgm_tf import filenames, machine, plots
+from gmdgm_tf import evaluation, filenames, machine, plots
 from gmdgm_tf.sweeps.run import read_json
 
 # Willetts, Roberts & Holmes, Table 1: MNIST test accuracy (%), mean (SD) over seeds.
@@ -34,7 +34,8 @@ PAPER = {
     "m2": {"labelled": (86.3, 2.2), "unlabelled": (63.4, 8.3), "overall": (74.3, 4.4)},
     "gmdgm": {"labelled": (93.7, 1.9), "unlabelled": (87.4, 4.5), "overall": (90.7, 2.0)},
 }
-PROTOCOLS = ("heldout", "paper")
+# paper_selection only for recipes whose every run recorded it (evaluation.py)
+PROTOCOLS = ("heldout", "paper", evaluation.PAPER_SELECTION)
 GROUPS = (("labelled", "accuracy_labelled_classes", "Labelled classes"),
           ("unlabelled", "accuracy_unlabelled_classes", "Unlabelled classes"),
           ("overall", "accuracy", "Overall"))
@@ -70,6 +71,10 @@ def read_run(folder):
     if os.path.exists(path(filenames.HISTORY)):
         with open(path(filenames.HISTORY), encoding="utf-8") as f:
             history = [json.loads(line) for line in f if line.strip()]
+    if evaluation.PAPER_SELECTION not in metrics:
+        selection = evaluation.paper_selection(history)
+        if selection is not None:
+            metrics[evaluation.PAPER_SELECTION] = selection
     return {"recipe": runner.get("recipe", os.path.basename(folder).rpartition("_seed")[0]),
             "seed": int(runner.get("seed", config.get("seed", 0))),
             "folder": folder, "model": config.get("model", {}).get("name"), "config": config,
@@ -148,7 +153,7 @@ def run_stats(run, protocol):
     return {"nmi": report["nmi"], "ari": report["ari"],
             "validation_accuracy": 100 * run["metrics"]["validation"]["accuracy"],
             "epochs_run": training.get("epochs_run"),
-            "selected_epoch": training.get("selected_epoch"),
+            "selected_epoch": report.get("epoch", training.get("selected_epoch")),
             "train_seconds": training.get("seconds"), "wall_seconds": run.get("wall_seconds"),
             "seconds_per_epoch": training.get("seconds_per_epoch_median")}
 
@@ -164,6 +169,8 @@ def aggregate(runs, recipes=None, protocols=PROTOCOLS):
         mine = sorted((r for r in runs if r["recipe"] == recipe), key=lambda r: r["seed"])
         model = mine[0]["model"] if mine else None
         for protocol in protocols:
+            if not all(protocol in r["metrics"] for r in mine):
+                continue
             row = {"recipe": recipe, "model": model, "protocol": protocol,
                    "description": " | ".join(dict.fromkeys(
                        describe(r["config"], len(r["data_meta"].get("class_names", range(10))))
@@ -317,7 +324,10 @@ def table_markdown(rows, runs, machine_text):
         for group, _, _ in GROUPS:
             cells += [format_mean_sd(row[group]), _paper(row, group)]
         table.append(cells + [format_mean_sd(row["nmi"], 3), format_mean_sd(row["ari"], 3)])
-    lines += [_md_table(header + ["NMI", "ARI"], table), "", PROTOCOL_NOTE, "",
+    note = PROTOCOL_NOTE
+    if any(row["protocol"] == evaluation.PAPER_SELECTION for row in rows):
+        note += f" {evaluation.PAPER_SELECTION_NOTE}."
+    lines += [_md_table(header + ["NMI", "ARI"], table), "", note, "",
               "## Recipes", ""]
     first = [row for row in rows if row["protocol"] == rows[0]["protocol"]]
     lines += [f"- `{row['recipe']}`: {row['description']}; seeds "
