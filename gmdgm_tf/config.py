@@ -18,7 +18,9 @@ import os
 
 import ml_collections
 
-MODELS = ("gmdgm", "m2")
+from gmdgm_tf import registry
+
+MODELS = registry.NAMES
 LIKELIHOODS = ("bernoulli", "gaussian")
 PRECISIONS = ("float32", "mixed_bfloat16")
 SELECTIONS = ("best_validation", "last")
@@ -92,7 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.unlabelled_batch_size = 100
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "gmdgm"             # gmdgm | m2
+    config.model.name = "gmdgm"             # a name of registry.MODELS
     config.model.hidden_sizes = (500, 500)
     config.model.z_dim = 100
     config.model.likelihood = "bernoulli"   # bernoulli | gaussian

@@ -150,7 +150,7 @@ class InferenceModule(tf.Module):
 
     def _q_y(self, x):
         """x [N, kept] -> (logits of q(y|x) [N, S] float32, argmax slot [N] int32)."""
-        logits = tf.cast(self._keras.model.classifier(x), tf.float32)
+        logits = self._keras.model.slot_logits(x)
         return logits, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     @tf.function(autograph=False)
@@ -192,10 +192,9 @@ class InferenceModule(tf.Module):
 
     @tf.function(autograph=False)
     def _embed(self, x):
-        _, slot = self._q_y(x)
-        q_z = self._keras.model.q_z_given_xy(x, tf.one_hot(slot, self._num_slots)[:, None])
-        return {"z_mean": tf.convert_to_tensor(q_z.distribution.loc[:, 0]),
-                "z_scale": tf.convert_to_tensor(q_z.distribution.scale[:, 0]), "slot": slot}
+        embedding = self._keras.model.embed(x)
+        return {"z_mean": embedding["z_mean"], "z_scale": embedding["z_scale"],
+                "slot": embedding["slot"]}
 
     @tf.function(autograph=False)
     def reconstruct(self, images):

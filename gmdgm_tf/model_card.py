@@ -1,6 +1,6 @@
 """A short model card (MODEL_CARD.md) written into every export, from its metadata."""
 
-_TITLES = {"gmdgm": "GM-DGM (Willetts, Roberts & Holmes)", "m2": "M2 (Kingma et al., 2014)"}
+from gmdgm_tf import registry
 
 
 def _pct(value):
@@ -14,7 +14,7 @@ def model_card(metadata):
     unlabelled = [n for c, n in enumerate(names) if c not in metadata["labelled_classes"]]
     training = metadata.get("training", {})
     lines = [
-        f"# Model card: {_TITLES.get(metadata['model'], metadata['model'])} on "
+        f"# Model card: {registry.title(metadata['model'], full=True)} on "
         f"{metadata['dataset']}", "",
         "**What it does.** Semi-unsupervised classification of "
         f"{metadata['image_shape'][0]} x {metadata['image_shape'][1]} grayscale images into "

@@ -17,11 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gmdgm_tf import filenames
+from gmdgm_tf import filenames, registry
 
 DPI = 100
 UNMAPPED = -1
-MODEL_TITLES = {"gmdgm": "GM-DGM", "m2": "M2"}
 _LABELLED_COLOUR, _UNLABELLED_COLOUR = "black", "tab:red"
 
 
@@ -70,7 +69,7 @@ def figure_to_rgb(fig):
 def model_title(name):
     """'gmdgm' -> 'GM-DGM'; a recipe name 'gmdgm_fast_uniform' -> 'GM-DGM fast uniform'."""
     head, _, rest = str(name).partition("_")
-    return " ".join([MODEL_TITLES.get(head, head)] + rest.split("_")).strip()
+    return " ".join([registry.title(head)] + rest.split("_")).strip()
 
 
 def _class_names(class_names, n):

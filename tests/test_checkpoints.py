@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gmdgm_tf import checkpoints, models
+from gmdgm_tf import checkpoints, models, registry
 
 PRIOR = np.full(6, 1 / 6)
 
@@ -27,7 +27,7 @@ def tiny(model_cls=None):
     return model
 
 
-class WithExtraWeight(models.GMDGM):
+class WithExtraWeight(registry.get("gmdgm").model_class()):
     """A GM-DGM with one more weight, created before every network weight (those are
     created when create_variables first runs the networks)."""
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from gmdgm_tf import config as config_lib
-from gmdgm_tf import distribute, models
+from gmdgm_tf import distribute, models, registry
 from conftest import REPO
 
 
@@ -48,7 +48,9 @@ def test_missing_config_file_and_unknown_override_field():
 
 
 def test_choices_match_what_the_package_implements():
-    assert set(config_lib.MODELS) == set(models.MODELS)
+    assert set(config_lib.MODELS) == set(registry.MODELS)
+    for name in config_lib.MODELS:
+        assert issubclass(registry.get(name).model_class(), models.DeepGenerativeModel)
     assert "auto" in config_lib.STRATEGIES and hasattr(distribute, "make_strategy")
 
 

@@ -1,22 +1,20 @@
-"""Models: `build_model(config.model, ...)` picks GM-DGM or M2 by name; `objective` gives
-the training-only numbers of the loss."""
+"""Models: `build_model(config.model, ...)` builds the registry's model by name
+(gmdgm_tf.registry); `objective` gives the training-only numbers of the loss."""
 
+from gmdgm_tf import registry
 from gmdgm_tf.models.base import DeepGenerativeModel, Objective
-from gmdgm_tf.models.gmdgm import GMDGM
-from gmdgm_tf.models.m2 import M2
-
-MODELS = {"gmdgm": GMDGM, "m2": M2}  # the names are config.MODELS
 
 
 def build_model(model_config, *, dim, prior, precision="float32", seed=0):
     """A validated config.model + the data's dim and p(y) [num_slots] -> a model with every
-    variable created (no objective set: see `objective`)."""
+    variable created (no objective set: see `objective`). The model's class names the
+    config.model fields it reads beyond the shared ones (`CONFIG_FIELDS`)."""
+    cls = registry.get(model_config.name).model_class()
     kwargs = dict(dim=dim, prior=prior, hidden_sizes=tuple(model_config.hidden_sizes),
                   z_dim=model_config.z_dim, likelihood=model_config.likelihood,
                   output_stddev=model_config.output_stddev, precision=precision, seed=seed)
-    if model_config.name == "gmdgm":
-        kwargs["prior_loc_stddev"] = model_config.prior_loc_stddev
-    model = MODELS[model_config.name](**kwargs)
+    kwargs.update({field: model_config[field] for field in cls.CONFIG_FIELDS})
+    model = cls(**kwargs)
     model.create_variables()
     return model
 
@@ -35,5 +33,4 @@ def objective(model_config, *, num_train, num_labelled):
                      num_train=int(num_train))
 
 
-__all__ = ["DeepGenerativeModel", "GMDGM", "M2", "MODELS", "Objective", "build_model",
-           "objective"]
+__all__ = ["DeepGenerativeModel", "Objective", "build_model", "objective"]

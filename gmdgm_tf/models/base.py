@@ -45,11 +45,16 @@ class Objective:
 
 
 class DeepGenerativeModel(keras.Model):
-    """Base class: inference networks, both ELBO forms, train_step.
+    """Base class: inference networks, both ELBO forms, train_step, and the public methods
+    that evaluation, plots and export call (`slot_logits`, `call`, `predict_slots`,
+    `embed`, `reconstruct`, `sample`).
 
     Subclasses build their generative networks in `__init__` and implement
-    `p_z_given_y(y_onehot)` and `p_x_given_yz(y_onehot, z)`.
+    `p_z_given_y(y_onehot)` and `p_x_given_yz(y_onehot, z)`; CONFIG_FIELDS names the
+    config.model fields their `__init__` takes beyond the shared ones.
     """
+
+    CONFIG_FIELDS = ()
 
     def __init__(self, *, dim, prior, hidden_sizes=(500, 500), z_dim=100,
                  likelihood="bernoulli", output_stddev=1e-3, precision="float32", seed=0,
@@ -82,9 +87,13 @@ class DeepGenerativeModel(keras.Model):
 
     # --------------------------------------------------------------- distributions
 
+    def slot_logits(self, x):
+        """x: [batch, dim] -> logits of q(y|x) [batch, num_slots] float32."""
+        return ops.cast(self.classifier(x), "float32")
+
     def q_y_given_x(self, x):
         """x: [batch, dim] -> Categorical, batch [batch], over num_slots."""
-        return tfd.Categorical(logits=ops.cast(self.classifier(x), "float32"))
+        return tfd.Categorical(logits=self.slot_logits(x))
 
     def q_z_given_xy(self, x, y_onehot):
         """x: [batch, dim]; y_onehot: [S, num_slots] or [batch, S, num_slots].
@@ -193,7 +202,7 @@ class DeepGenerativeModel(keras.Model):
         # size (None, e.g. a per-replica batch under tf.distribute) has labels.
         has_labels = x_l.shape[0] != 0
         x = self.binarize(ops.concatenate([x_l, x_u], axis=0) if has_labels else x_u)
-        logits = self.q_y_given_x(x).logits                               # [B_l + B_u, S]
+        logits = self.slot_logits(x)                                      # [B_l + B_u, S]
         if has_labels:
             sizes = tf.stack([tf.shape(x_l)[0], -1])
             x_l, x_u = tf.split(x, sizes)
@@ -251,7 +260,7 @@ class DeepGenerativeModel(keras.Model):
 
     def call(self, x):
         """x: [batch, dim] in [0, 1] -> q(y|x) slot probabilities [batch, num_slots]."""
-        return ops.softmax(ops.cast(self.classifier(x), "float32"))
+        return ops.softmax(self.slot_logits(x))
 
     def predict_slots(self, x, batch_size=1000):
         """x: [n, dim] (NumPy) -> argmax slot of q(y|x), [n] int."""
@@ -259,12 +268,19 @@ class DeepGenerativeModel(keras.Model):
 
     # --------------------------------------------------------------- generation
 
+    def embed(self, x):
+        """x: [batch, dim] -> {"slot": argmax of q(y|x) [batch] int32, "z_mean",
+        "z_scale": q(z|x,y=slot)'s mean and standard deviation [batch, z_dim]}."""
+        slot = ops.cast(ops.argmax(self.slot_logits(x), -1), "int32")
+        q_z = self.q_z_given_xy(x, ops.one_hot(slot, self.num_slots)[:, None, :])
+        return {"slot": slot, "z_mean": q_z.mean()[:, 0], "z_scale": q_z.stddev()[:, 0]}
+
     def reconstruct(self, x):
-        """x: [batch, dim] -> mean of p(x|y,z) at the predicted slot and z = mean of q(z|x,y)."""
-        slot = ops.argmax(self.classifier(x), -1)
-        y_onehot = ops.one_hot(slot, self.num_slots)[:, None, :]
-        z = self.q_z_given_xy(x, y_onehot).mean()
-        return self._decoder_mean(self.p_x_given_yz(y_onehot, z))[:, 0]
+        """x: [batch, dim] -> mean of p(x|y,z) at the predicted slot and z = mean of q(z|x,y),
+        [batch, dim]."""
+        embedding = self.embed(x)
+        y_onehot = ops.one_hot(embedding["slot"], self.num_slots)[:, None, :]
+        return self._decoder_mean(self.p_x_given_yz(y_onehot, embedding["z_mean"][:, None]))[:, 0]
 
     def sample(self, slot, num, seed):
         """Images drawn as the mean of p(x|y,z), z ~ p(z|y=slot) -> [num, dim]."""

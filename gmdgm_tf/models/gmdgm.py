@@ -18,6 +18,8 @@ tfd = tfp.distributions
 class GMDGM(base.DeepGenerativeModel):
     """Per-slot Gaussian p(z|y) (learnt means and log-variances) and decoder p(x|z)."""
 
+    CONFIG_FIELDS = ("prior_loc_stddev",)
+
     def __init__(self, *, prior_loc_stddev, **kwargs):
         super().__init__(**kwargs)
         self.prior_loc = self.add_weight(

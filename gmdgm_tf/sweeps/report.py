@@ -26,14 +26,12 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from gmdgm_tf import evaluation, filenames, machine, plots
+from gmdgm_tf import evaluation, filenames, machine, plots, registry
 from gmdgm_tf.sweeps.run import read_json
 
 # Willetts, Roberts & Holmes, Table 1: MNIST test accuracy (%), mean (SD) over seeds.
-PAPER = {
-    "m2": {"labelled": (86.3, 2.2), "unlabelled": (63.4, 8.3), "overall": (74.3, 4.4)},
-    "gmdgm": {"labelled": (93.7, 1.9), "unlabelled": (87.4, 4.5), "overall": (90.7, 2.0)},
-}
+PAPER = {name: spec.paper_table1 for name, spec in registry.MODELS.items()
+         if spec.paper_table1}
 # paper_selection only for recipes whose every run recorded it (evaluation.py)
 PROTOCOLS = ("heldout", "paper", evaluation.PAPER_SELECTION)
 GROUPS = (("labelled", "accuracy_labelled_classes", "Labelled classes"),
