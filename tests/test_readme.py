@@ -1,8 +1,14 @@
 """The README's tables (Table 1 on MNIST; the digits default over seeds) are the committed
 tables, and each committed table is what its committed run summaries give: a regenerated
-table not copied into the README, or runs filed without regenerating the table, fail here."""
+table not copied into the README, or runs filed without regenerating the table, fail here.
+The README and the docs/ pages it links to are checked as a user reads them: every link
+and anchor resolves, every config, module, script and results path they name exists, and
+none of them points at a folder that only the project's own machines have."""
 
+import glob
+import importlib.util
 import os
+import re
 
 import pytest
 
@@ -49,7 +55,6 @@ def test_readme_block_replacement_keeps_the_rest():
 
 def test_ci_runs_the_readme_test_command():
     """CI must run exactly the command the README gives for testing."""
-    import re  # pylint: disable=import-outside-toplevel
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         readme = re.search(r"^(python -m pytest [^#\n]*?)\s*# test", f.read(), re.M).group(1)
     with open(os.path.join(REPO, ".ci", "run"), encoding="utf-8") as f:
@@ -72,3 +77,105 @@ def test_readme_digits_numbers_are_runs_of_the_current_default_config():
         current = load_config("digits_gmdgm")
         current.seed = filed["seed"]
         assert rundir.config_differences(filed, json.loads(current.to_json())) == [], name
+
+
+# ------------------------------------------------------------- the README and docs/ pages
+
+README_MAX_LINES = 200  # the rest belongs in docs/
+
+
+def read(path):
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def pages():
+    """README.md and every docs/ page, as repo-relative paths."""
+    docs = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
+    return ["README.md"] + docs
+
+
+def anchors(markdown):
+    """The anchors GitHub gives a page's headings ("## Table 1: the recipes" ->
+    "table-1-the-recipes")."""
+    text = re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)  # no headings in code
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
+def local_links(markdown):
+    """(target, anchor) of every relative markdown link and image."""
+    for target in re.findall(r"\]\(([^)\s]+)\)", markdown):
+        if "://" not in target:
+            path, _, anchor = target.partition("#")
+            yield path, anchor
+
+
+def test_readme_is_short_and_opens_with_what_install_test_run_results():
+    text = read("README.md")
+    assert len(text.splitlines()) < README_MAX_LINES, "move details to docs/"
+    order = ["Willetts, Roberts & Holmes", "pip install", "python -m pytest",
+             "python -m gmdgm_tf.train", "## Table 1", "results/table1/figure2.png"]
+    where = [text.find(s) for s in order]
+    assert -1 not in where and where == sorted(where), dict(zip(order, where))
+
+
+def test_readme_install_command_is_the_one_ci_runs():
+    """CI installs as the README says (CI adds only -q)."""
+    readme = re.search(r"^(python -m pip install [^#\n]*?)\s*# install", read("README.md"),
+                       re.M).group(1)
+    ci = [line.strip().replace(" -q", "") for line in read(".ci/run").splitlines()
+          if line.startswith("python -m pip install")]
+    assert ci == [readme]
+
+
+@pytest.mark.parametrize("page", pages())
+def test_links_and_anchors_resolve(page):
+    text = read(page)
+    for path, anchor in local_links(text):
+        target = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+        assert os.path.exists(os.path.join(REPO, target)), f"{page} links {path}"
+        if anchor and target.endswith(".md"):
+            assert anchor in anchors(read(target)), f"{page} links {path}#{anchor}"
+
+
+def test_readme_links_every_docs_page():
+    """Each docs/ page is reached from the README (a page no link reaches is lost)."""
+    linked = {os.path.normpath(p) for p, _ in local_links(read("README.md"))}
+    for page in pages()[1:]:
+        assert page in linked, f"README does not link {page}"
+
+
+@pytest.mark.parametrize("page", pages())
+def test_no_paths_that_only_the_project_machines_have(page):
+    """Users have no ../shared (the tests' MNIST copy) and no worktree paths."""
+    text = read(page)
+    for local in ("../shared", "/work/", "shared/data"):
+        assert local not in text, f"{page} mentions {local}"
+
+
+@pytest.mark.parametrize("page", pages())
+def test_named_configs_modules_scripts_and_results_exist(page):
+    text = read(page)
+    for path in set(re.findall(r"(?<![\w/.-])((?:configs|benchmarks|colab|tests|gmdgm_tf)/[\w/]+\.(?:py|ipynb))",
+                               text)):
+        placeholder = os.path.basename(path).split(".")[0].isupper()  # configs/X.py
+        assert placeholder or os.path.isfile(os.path.join(REPO, path)), f"{page} names {path}"
+    for module in set(re.findall(r"python -m (gmdgm_tf[\w.]*)", text)):
+        assert importlib.util.find_spec(module) is not None, f"{page} runs {module}"
+    for path in set(re.findall(r"(?<![\w/.-])(results/[\w./-]*\w)", text)):
+        if "<" not in path:
+            assert os.path.exists(os.path.join(REPO, path)), f"{page} names {path}"
+
+
+@pytest.mark.parametrize("page", pages())
+def test_report_commands_rewrite_the_readme_blocks_they_name(page):
+    """A quoted `sweeps.report ... --readme=README.md` command reads committed summaries and
+    writes the folder its README block is checked against (BLOCKS above)."""
+    text = read(page).replace("\\\n", " ")
+    for command in re.findall(r"python -m gmdgm_tf\.sweeps\.report [^\n`]*--readme=README\.md[^\n`]*",
+                              text):
+        flags = dict(re.findall(r"--(\w+)=(\S+)", command))
+        block = flags.get("readme_block", "table1")
+        assert flags["summaries"] == f"results/{BLOCKS[block]}/runs", command
+        assert flags["out"] == f"results/{BLOCKS[block]}", command
