@@ -47,6 +47,12 @@ SPECS = (
     ModelSpec("m2", "M2", "Kingma et al., 2014",
               "standard-normal prior p(z), decoder p(x|y,z)",
               "m2:M2", _table1((86.3, 2.2), (63.4, 8.3), (74.3, 4.4))),
+    ModelSpec("agmdgm", "AGM-DGM", "Willetts, Roberts & Holmes",
+              "GM-DGM with an auxiliary latent a: q(a|x), q(y|a,x), q(z|a,x,y), p(a|y,z)",
+              "agmdgm:AGMDGM"),
+    ModelSpec("am2", "AM2", "Maaloe et al., 2016 (ADGM)",
+              "M2 with an auxiliary latent a: q(a|x), q(y|a,x), q(z|a,x,y), p(a|x,y,z)",
+              "am2:AM2"),
 )
 MODELS = {spec.name: spec for spec in SPECS}
 NAMES = tuple(MODELS)

@@ -80,16 +80,24 @@ def _assert_same_run(reference, other):
 
 
 @pytest.fixture(scope="module")
-def single_device_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("single") / "run"
-    assert _child("train", "none", workdir, 1)["replicas"] == 1
-    return workdir
+def single_device_runs(tmp_path_factory):
+    """model name -> the finished single-device run of that model (trained once)."""
+    runs = {}
+
+    def get(model="gmdgm"):
+        if model not in runs:
+            workdir = tmp_path_factory.mktemp("single") / model
+            assert _child("train", "none", workdir, 1, model)["replicas"] == 1
+            runs[model] = workdir
+        return runs[model]
+    return get
 
 
-def test_two_replicas_take_the_single_device_step(single_device_run, tmp_path):
-    out = _child("train", "mirrored", tmp_path / "run", 2)
+@pytest.mark.parametrize("model", ["gmdgm", "am2"])  # am2: the auxiliary a's draw too
+def test_two_replicas_take_the_single_device_step(single_device_runs, tmp_path, model):
+    out = _child("train", "mirrored", tmp_path / "run", 2, model)
     assert out["replicas"] == 2 and out["strategy"].startswith("MirroredStrategy")
-    _assert_same_run(single_device_run, tmp_path / "run")
+    _assert_same_run(single_device_runs(model), tmp_path / "run")
 
 
 def _free_ports(n):
@@ -102,11 +110,11 @@ def _free_ports(n):
     return ports
 
 
-def test_two_workers_take_the_single_device_step(single_device_run, tmp_path):
+def test_two_workers_take_the_single_device_step(single_device_runs, tmp_path):
     workers = [f"localhost:{port}" for port in _free_ports(2)]
     procs = []
     for index in range(2):
-        command, env = _child_command("train", "multi_worker", tmp_path / "run", 1,
+        command, env = _child_command("train", "multi_worker", tmp_path / "run", 1, "gmdgm",
                                       tmp_path / "export")
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
                                        "task": {"type": "worker", "index": index}})
@@ -129,7 +137,7 @@ def test_two_workers_take_the_single_device_step(single_device_run, tmp_path):
     assert (tmp_path / "run" / "workers" / "worker_1" / "metrics.json").exists()
     # --export_dir: the chief exports once (a second export there would have failed).
     assert (tmp_path / "export" / "saved_model.pb").exists()
-    _assert_same_run(single_device_run, tmp_path / "run")
+    _assert_same_run(single_device_runs(), tmp_path / "run")
 
 
 @pytest.fixture(scope="module")
@@ -225,10 +233,10 @@ def test_batch_split_messages():
 
 
 def _deterministic_noise():
-    """Replaces the model's two noise sources by functions of each example (see top)."""
+    """Replaces the model's noise sources by functions of each example (see top)."""
     from keras import ops  # pylint: disable=import-outside-toplevel
     from gmdgm_tf.models import base  # pylint: disable=import-outside-toplevel
-    elbo = base.DeepGenerativeModel.elbo
+    elbo, draw_aux = base.DeepGenerativeModel.elbo, base.DeepGenerativeModel.draw_aux
 
     def binarize(self, x):
         del self
@@ -236,17 +244,24 @@ def _deterministic_noise():
         u = ops.sin(x * 12.9898 + pixel * 78.233) * 43758.5453
         return ops.cast(u - ops.floor(u) < x, x.dtype)
 
-    def example_noise_elbo(self, x, y_onehot, eps=None):
+    def example_noise_elbo(self, x, y_onehot, eps=None, aux=None):
         if eps is None:
             slots = ops.shape(y_onehot)[-2]
             per_example = ops.sum(x, axis=-1)[:, None, None]
             slot = ops.cast(ops.arange(slots), "float32")[None, :, None]
             unit = ops.cast(ops.arange(self.z_dim), "float32")[None, None, :]
             eps = ops.sin(per_example * 3.7 + slot * 1.3 + unit * 2.1)
-        return elbo(self, x, y_onehot, eps)
+        return elbo(self, x, y_onehot, eps, aux)
+
+    def example_noise_draw_aux(self, x, eps=None):
+        if eps is None and self.aux_dim:
+            unit = ops.cast(ops.arange(self.aux_dim), "float32")[None, :]
+            eps = ops.cos(ops.sum(x, axis=-1)[:, None] * 1.9 + unit * 0.7)
+        return draw_aux(self, x, eps)
 
     base.DeepGenerativeModel.binarize = binarize
     base.DeepGenerativeModel.elbo = example_noise_elbo
+    base.DeepGenerativeModel.draw_aux = example_noise_draw_aux
 
 
 def _tiny_config(strategy, **train):
@@ -259,12 +274,13 @@ def _tiny_config(strategy, **train):
     return config
 
 
-def _train(strategy, workdir, export_dir=None):
+def _train(strategy, workdir, model, export_dir=None):
     """One tiny run with deterministic noise; clipping that matters (0.05 clips many
     gradient entries, so clipping each replica's share instead of the sum would show)."""
     from gmdgm_tf import experiment  # pylint: disable=import-outside-toplevel
     _deterministic_noise()
     config = _tiny_config(strategy)
+    config.model.name = model
     config.optimizer.clipvalue = 0.05
     training = experiment.train_and_evaluate(config, workdir,
                                              export_dir=export_dir)["training"]
@@ -311,7 +327,7 @@ def _check_rng(tmp):
 
 
 def _main(check, *args):
-    if check == "train":  # strategy workdir logical_cpus [export_dir]
+    if check == "train":  # strategy workdir logical_cpus model [export_dir]
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * int(args[2]))

@@ -161,18 +161,29 @@ RESUME_OVERRIDES = ("--config.train.deterministic=True", "--config.train.epochs=
                     "--config.optimizer.decay_epoch=2")  # the kill lands in a decayed epoch
 
 
+def _resume_overrides(model):
+    return (*RESUME_OVERRIDES, f"--config.model.name={model}")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """An uninterrupted run of RESUME_OVERRIDES: what every interrupted run must end as."""
-    workdir = tmp_path_factory.mktemp("reference") / "run"
-    subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO, check=True,
-                   capture_output=True)
-    return workdir
+    """model name -> an uninterrupted run of RESUME_OVERRIDES with that model: what every
+    interrupted run must end as (each trained once)."""
+    runs = {}
+
+    def get(model):
+        if model not in runs:
+            runs[model] = tmp_path_factory.mktemp("reference") / model
+            subprocess.run(_train_cmd(runs[model], *_resume_overrides(model)), cwd=REPO,
+                           check=True, capture_output=True)
+        return runs[model]
+    return get
 
 
-def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference):
+@pytest.mark.parametrize("model", ["gmdgm", "agmdgm"])
+def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference, model):
     workdir = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
+    proc = subprocess.Popen(_train_cmd(workdir, *_resume_overrides(model)), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = workdir / "history.jsonl"
     deadline = time.time() + 120
@@ -185,13 +196,13 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference):
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (workdir / "metrics.json").exists()
 
-    rerun = subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
+    rerun = subprocess.run(_train_cmd(workdir, *_resume_overrides(model)), cwd=REPO,
                            capture_output=True, text=True, check=True)
     assert "resuming from" in rerun.stderr
     resumed_at = rerun.stderr.split("resuming from")[1].split()[0]
     assert not resumed_at.endswith("ckpt-0")
     final = read_json(workdir / "metrics.json")
-    expected = read_json(reference / "metrics.json")
+    expected = read_json(reference(model) / "metrics.json")
     final.pop("training"), expected.pop("training")
     assert final == expected
     # the resumed epoch's history averages all of its steps, as the uninterrupted run's
@@ -201,7 +212,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference):
     assert [r["epoch"] for r in history_of(workdir)] == [1, 2, 3, 4, 5]
     rate = history_of(workdir)[0]["learning_rate"]
     assert [r["learning_rate"] for r in history_of(workdir)] == [rate] * 2 + [rate * 0.1] * 3
-    assert history_of(workdir) == history_of(reference)
+    assert history_of(workdir) == history_of(reference(model))
 
 
 # --------------------------------------------------------------------- bad input
@@ -294,8 +305,8 @@ def test_cli_refuses_non_empty_export_dir_before_training(tmp_path):
 # ------------------------------------------------------------------- reliability
 
 
-def _start(workdir, *overrides):
-    return subprocess.Popen(_train_cmd(workdir, *RESUME_OVERRIDES, *overrides), cwd=REPO,
+def _start(workdir, *overrides, model="gmdgm"):
+    return subprocess.Popen(_train_cmd(workdir, *_resume_overrides(model), *overrides), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -309,10 +320,11 @@ def _wait_for_epochs(proc, workdir, epochs, timeout=180):
     raise AssertionError(f"{workdir}: {epochs} epochs not reached")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_checkpoint_exit_and_resume_exactly(tmp_path, reference, signum):
+@pytest.mark.parametrize("signum, model", [(signal.SIGTERM, "gmdgm"), (signal.SIGINT, "am2")])
+def test_sigterm_and_sigint_checkpoint_exit_and_resume_exactly(tmp_path, reference, signum,
+                                                               model):
     workdir = tmp_path / "stopped"
-    proc = _start(workdir)
+    proc = _start(workdir, model=model)
     _wait_for_epochs(proc, workdir, 2)
     time.sleep(0.3)  # into epoch 3
     proc.send_signal(signum)
@@ -324,10 +336,11 @@ def test_sigterm_and_sigint_checkpoint_exit_and_resume_exactly(tmp_path, referen
     assert not (workdir / "metrics.json").exists()
     assert not list(workdir.glob("*.tmp*")), "no half-written file is left"
 
-    rerun = subprocess.run(_train_cmd(workdir, *RESUME_OVERRIDES), cwd=REPO,
+    rerun = subprocess.run(_train_cmd(workdir, *_resume_overrides(model)), cwd=REPO,
                            capture_output=True, text=True, check=True)
     assert "resuming from" in rerun.stderr
-    final, expected = read_json(workdir / "metrics.json"), read_json(reference / "metrics.json")
+    final = read_json(workdir / "metrics.json")
+    expected = read_json(reference(model) / "metrics.json")
     final.pop("training"), expected.pop("training")
     assert final == expected
 

@@ -62,10 +62,10 @@ def run_python(args, cwd):
     return proc
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
+def trained_export(root, model="gmdgm"):
+    """A smoke digits run of `model`, trained and exported under root -> its namespace."""
     config = load_config("digits_gmdgm", "smoke")
+    config.model.name = model
     workdir = str(root / "run")
     experiment.train_and_evaluate(config, workdir)
     export_dir = str(root / "export")
@@ -79,6 +79,11 @@ def run(tmp_path_factory):
         meta=meta, metrics=metrics, raw=raw, images=images,
         images_uint8=np.round(images * 16).astype(np.uint8),
         loaded=tf.saved_model.load(export_dir))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return trained_export(tmp_path_factory.mktemp("export"))
 
 
 def reference(run, images):
@@ -638,3 +643,32 @@ def test_every_export_carries_a_model_card(run):
     assert card.startswith("# Model card: GM-DGM") and "on digits" in card.splitlines()[0]
     assert f"| heldout | {100 * heldout:.1f} % |" in card
     assert "Classes trained with labels: 0, 1, 2, 8, 9" in card and "3, 4, 5, 6, 7" in card
+
+
+def test_an_auxiliary_model_serves_every_signature_alone_and_predicts_per_image(tmp_path):
+    """AGM-DGM: its prediction averages q(y|a,x) over fixed draws of a, so the SavedModel,
+    in a process without gmdgm_tf or TFP, gives the Keras model's numbers whatever the
+    batch; predict reads it like any export."""
+    aux = trained_export(tmp_path, "agmdgm")
+    np.savez(tmp_path / "in.npz", float=aux.images, uint8=aux.images_uint8,
+             slot=SAMPLE["slot"], num=SAMPLE["num"], seed=np.array(SAMPLE["seed"], np.int32))
+    (tmp_path / "client.py").write_text(CLIENT)
+    run_python([str(tmp_path / "client.py"), aux.export_dir, str(tmp_path / "in.npz"),
+                str(tmp_path / "out.npz")], cwd=tmp_path)
+    got = dict(np.load(tmp_path / "out.npz"))
+    x = aux.images.reshape(N, -1)[:, np.asarray(aux.meta.pixel_mask, bool)]
+    embedding = {k: v.numpy() for k, v in aux.model.embed(x).items()}
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["classify/slot_probs"], aux.model(x), **tol)
+    np.testing.assert_allclose(got["embed/z_mean"], embedding["z_mean"], **tol)
+    np.testing.assert_allclose(got["embed_uint8/z_scale"], got["embed/z_scale"], atol=1e-2)
+    assert got["reconstruct/reconstruction"].shape == (N, 8, 8)
+    assert got["sample/images"].shape == (SAMPLE["num"], 8, 8)
+    one_by_one = np.concatenate([aux.loaded.classify(aux.images[i:i + 1])["slot_probs"]
+                                 for i in range(4)])
+    np.testing.assert_allclose(one_by_one, got["classify/slot_probs"][:4], **tol)
+    np.save(tmp_path / "x.npy", aux.images)
+    proc = run_cli(aux, f"--images={tmp_path / 'x.npy'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predicted = json.loads(proc.stdout)["predictions"]
+    assert [p["slot"] for p in predicted] == got["classify/slot"].tolist()

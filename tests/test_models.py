@@ -5,17 +5,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gmdgm_tf import models
+from gmdgm_tf import models, registry
 
-B, D, Z, H = 4, 12, 3, (7, 5)
+B, D, Z, H, A, P = 4, 12, 3, (7, 5), 2, 3   # A: aux_dim, P: aux_predict_samples
 PRIOR = np.array([0.3, 0.3, 0.1, 0.1, 0.1, 0.1])
 K = len(PRIOR)
+AUXILIARY = ("agmdgm", "am2")
+GM_PRIOR = ("gmdgm", "agmdgm")  # learnt p(z|y); the others N(0, I) and a decoder on [y, z]
 
 
 def tiny_model(name, likelihood="bernoulli", precision="float32"):
     cfg = ml_collections.ConfigDict(dict(
         name=name, hidden_sizes=H, z_dim=Z, likelihood=likelihood, alpha=1.1,
-        alpha_scaling="none", output_stddev=0.3, weight_prior=True, prior_loc_stddev=0.5))
+        alpha_scaling="none", output_stddev=0.3, weight_prior=True, prior_loc_stddev=0.5,
+        aux_dim=A, aux_predict_samples=P))
     model = models.build_model(cfg, dim=D, prior=PRIOR, precision=precision, seed=1)
     model.objective = models.objective(cfg, num_train=1000, num_labelled=10)
     x = np.random.RandomState(0).rand(B, D).astype(np.float32)
@@ -27,22 +30,35 @@ def assert_shapes(dist, batch, event):
     assert tuple(dist.event_shape) == event, f"event {dist.event_shape} != {event}"
 
 
-@pytest.mark.parametrize("name", ["gmdgm", "m2"])
+@pytest.mark.parametrize("name", registry.NAMES)
 def test_distribution_shapes(name):
     model, x = tiny_model(name)
     assert_shapes(model.q_y_given_x(x), (B,), ())
     assert model.q_y_given_x(x).logits.shape == (B, K)
     all_slots = tf.eye(K)
-    q_z = model.q_z_given_xy(x, all_slots)
+    aux = model.draw_aux(x)
+    a = None
+    if name in AUXILIARY:
+        assert_shapes(model.q_a_given_x(x), (B,), (A,))
+        a = aux[0]
+        assert a.shape == (B, A) and aux[1].shape == (B,)
+        assert model.q_y_logits(x, a).shape == (B, K)
+    else:
+        assert aux is None
+    q_z = model.q_z_given_xy(x, all_slots, a)
     assert_shapes(q_z, (B, K), (Z,))
-    assert_shapes(model.q_z_given_xy(x, tf.one_hot([[0]] * B, K)), (B, 1), (Z,))
+    assert_shapes(model.q_z_given_xy(x, tf.one_hot([[0]] * B, K), a), (B, 1), (Z,))
     z = q_z.sample(seed=(1, 2))
     assert_shapes(model.p_x_given_yz(all_slots, z), (B, K), (D,))
+    if name in AUXILIARY:
+        assert_shapes(model.p_a_given_xyz(x, all_slots, z), (B, K), (A,))
     p_z = model.p_z_given_y(all_slots)
-    if name == "gmdgm":
+    if name in GM_PRIOR:
         assert_shapes(p_z, (K,), (Z,))
     else:
         assert_shapes(p_z, (), (Z,))
+    embedding = model.embed(x)
+    assert embedding["slot"].shape == (B,) and embedding["z_mean"].shape == (B, Z)
     assert model.elbo(x, all_slots).shape == (B, K)
     assert model.elbo_unlabelled(x).shape == (B,)
     assert model.elbo_labelled(x, np.arange(B) % K).shape == (B,)
@@ -65,11 +81,36 @@ def mlp(net, h):
     return h if net.head is None else dense(net.head, h, relu=False)
 
 
-def slot_mlp(net, h, y_onehot):
-    """The unsplit first layer: [h, y] @ [[W_x], [W_y]] + b."""
-    kernel = np.concatenate([net.first_x.kernel.numpy(), net.first_y.numpy()], 0)
-    first = np.maximum(np.concatenate([h, y_onehot]) @ kernel + net.first_x.bias.numpy(), 0)
+def slot_mlp(net, h, y_onehot, shared=None):
+    """The unsplit first layer: [h, y(, shared)] @ [[W_x], [W_y](, [W_shared])] + b."""
+    parts, inputs = [net.first_x.kernel.numpy(), net.first_y.numpy()], [h, y_onehot]
+    if shared is not None:
+        parts.append(net.first_shared.kernel.numpy())
+        inputs.append(shared)
+    kernel = np.concatenate(parts, 0)
+    first = np.maximum(np.concatenate(inputs) @ kernel + net.first_x.bias.numpy(), 0)
     return mlp(net.rest, first)
+
+
+def gaussian_head(out):
+    """[2d] -> (loc, scale) as base.diagonal_normal: softplus scale + 1e-4."""
+    d = len(out) // 2
+    return out[:d], np.log1p(np.exp(out[d:])) + 1e-4
+
+
+def log_normal(v, loc, scale):
+    return np.sum(-0.5 * ((v - loc) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi))
+
+
+def reference_aux(model, x, eps_a):
+    """(a, log q(a|x)) for ONE example, a = mu(x) + sigma(x) * eps_a, by hand."""
+    loc, scale = gaussian_head(mlp(model.a_encoder, x))
+    a = loc + scale * eps_a
+    return a, log_normal(a, loc, scale)
+
+
+def inference_input(x, a):
+    return x if a is None else np.concatenate([x, a])
 
 
 def log_softmax(a):
@@ -77,14 +118,22 @@ def log_softmax(a):
     return a - np.log(np.exp(a).sum())
 
 
-def reference_elbo(model, name, x, k, eps, likelihood):
-    """L(x, y=k) for ONE example and ONE slot, written out by hand in float64."""
+def reference_elbo(model, name, x, k, eps, likelihood, aux=None):
+    """L(x, y=k) for ONE example and ONE slot, written out by hand in float64.
+    aux: (a, log q(a|x)) of `reference_aux` for the auxiliary models."""
     y = np.eye(K)[k]
-    out = model.z_head.head.kernel.numpy().T @ slot_mlp(model.z_encoder, x, y) \
+    a = None if aux is None else aux[0]
+    out = model.z_head.head.kernel.numpy().T @ slot_mlp(model.z_encoder,
+                                                        inference_input(x, a), y) \
         + model.z_head.head.bias.numpy()
     loc, scale = out[:Z], np.log1p(np.exp(out[Z:])) + 1e-4
     z = loc + scale * eps
-    if name == "gmdgm":
+    aux_terms = 0.0
+    if name in AUXILIARY:  # + log p(a|y,z) (AGM-DGM) or p(a|x,y,z) (AM2) - log q(a|x)
+        shared = x if name == "am2" else None
+        p_a = gaussian_head(mlp(model.a_head, slot_mlp(model.a_decoder, z, y, shared)))
+        aux_terms = log_normal(a, *p_a) - aux[1]
+    if name in GM_PRIOR:
         logits = mlp(model.decoder, z)
         p_loc = model.prior_loc.numpy()[k]
         p_scale = np.exp(0.5 * model.prior_log_var.numpy()[k])
@@ -98,50 +147,113 @@ def reference_elbo(model, name, x, k, eps, likelihood):
         log_px = np.sum(-0.5 * ((x - logits) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi))
     kl = np.sum(np.log(p_scale / scale) + (scale ** 2 + (loc - p_loc) ** 2)
                 / (2 * p_scale ** 2) - 0.5)
-    return log_px - kl + np.log(PRIOR[k])
+    return log_px - kl + np.log(PRIOR[k]) + aux_terms
 
 
-@pytest.mark.parametrize("name,likelihood", [("gmdgm", "bernoulli"), ("m2", "bernoulli"),
-                                             ("gmdgm", "gaussian"), ("m2", "gaussian")])
+def aux_draws(model, x, seed):
+    """(the model's draw of a for x, [the same by hand per example]) from one fixed noise;
+    (None, [None] * B) for a model without a."""
+    if model.aux_dim == 0:
+        return None, [None] * B
+    eps_a = np.random.RandomState(seed).randn(B, A).astype(np.float32)
+    return (model.draw_aux(x, eps=eps_a),
+            [reference_aux(model, x[b].astype(np.float64), eps_a[b].astype(np.float64))
+             for b in range(B)])
+
+
+@pytest.mark.parametrize("name,likelihood", [(n, "bernoulli") for n in registry.NAMES]
+                         + [("gmdgm", "gaussian"), ("m2", "gaussian"), ("am2", "gaussian")])
 def test_unlabelled_bound_matches_slow_per_slot_reference(name, likelihood):
     model, x = tiny_model(name, likelihood)
     x = np.round(x).astype(np.float32) if likelihood == "bernoulli" else x
     eps = np.random.RandomState(2).randn(B, K, Z).astype(np.float32)
-    fast = model.elbo_unlabelled(x, eps=eps).numpy()
+    aux, by_hand = aux_draws(model, x, seed=6)
+    fast = model.elbo_unlabelled(x, eps=eps, aux=aux).numpy()
     x64, eps64 = x.astype(np.float64), eps.astype(np.float64)
     for b in range(B):
-        log_q = log_softmax(mlp(model.classifier, x64[b]))
+        a = None if by_hand[b] is None else by_hand[b][0]
+        log_q = log_softmax(mlp(model.classifier, inference_input(x64[b], a)))  # q(y|(a,)x)
         q = np.exp(log_q)
-        per_slot = [reference_elbo(model, name, x64[b], k, eps64[b, k], likelihood)
+        per_slot = [reference_elbo(model, name, x64[b], k, eps64[b, k], likelihood, by_hand[b])
                     for k in range(K)]
         expected = np.sum(q * per_slot) - np.sum(q * log_q)
         np.testing.assert_allclose(fast[b], expected, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["gmdgm", "m2"])
+@pytest.mark.parametrize("name", registry.NAMES)
 def test_labelled_bound_matches_reference(name):
     model, x = tiny_model(name)
     x = np.round(x).astype(np.float32)
     y = np.array([0, 5, 2, 3], np.int32)
     eps = np.random.RandomState(3).randn(B, 1, Z).astype(np.float32)
-    fast = model.elbo_labelled(x, y, eps=eps).numpy()
+    aux, by_hand = aux_draws(model, x, seed=7)
+    fast = model.elbo_labelled(x, y, eps=eps, aux=aux).numpy()
     for b in range(B):
         expected = reference_elbo(model, name, x[b].astype(np.float64), y[b],
-                                  eps[b, 0].astype(np.float64), "bernoulli")
+                                  eps[b, 0].astype(np.float64), "bernoulli", by_hand[b])
         np.testing.assert_allclose(fast[b], expected, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("name,plain", [("agmdgm", "gmdgm"), ("am2", "m2")])
+def test_without_a_the_auxiliary_bound_is_the_plain_models(name, plain):
+    """With every weight that reads a set to zero, the auxiliary model's bound less its
+    a-terms (log p(a|.) - log q(a|x)) is the plain model's with the same other weights."""
+    aux_model, x = tiny_model(name)
+    plain_model, _ = tiny_model(plain)
+    def path(model, w):  # the model's own weights' paths start with its name
+        return w.path.removeprefix(model.name + "/")
+
+    plain_weights = {path(plain_model, w): w for w in plain_model.weights}
+    assert len(plain_weights) == len(plain_model.weights)
+    for w in aux_model.weights:
+        if path(aux_model, w) in plain_weights:
+            value = plain_weights[path(aux_model, w)].numpy()
+            if w.shape != value.shape:  # first layers on [x, a]: a's rows are zero
+                value = np.concatenate([value, np.zeros((A,) + value.shape[1:])], 0)
+            w.assign(value)
+    y = np.array([0, 5, 2, 3], np.int32)
+    eps = np.random.RandomState(3).randn(B, K, Z).astype(np.float32)
+    a, log_q_a = aux_model.draw_aux(x)
+    log_p_a = aux_model.p_a_given_xyz(x, tf.eye(K), aux_model.q_z_given_xy(
+        x, tf.eye(K), a).mean() + aux_model.q_z_given_xy(x, tf.eye(K), a).stddev() * eps)
+    a_terms = log_p_a.log_prob(a[:, None, :]) - log_q_a[:, None]
+    np.testing.assert_allclose(aux_model.elbo(x, tf.eye(K), eps, (a, log_q_a)) - a_terms,
+                               plain_model.elbo(x, tf.eye(K), eps), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(aux_model.q_y_logits(x, a), plain_model.q_y_logits(x),
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(a_terms, 0.0)
+
+
+@pytest.mark.parametrize("name", AUXILIARY)
+def test_auxiliary_prediction_averages_fixed_draws_and_ignores_the_batch(name):
+    model, x = tiny_model(name)
+    x64 = x.astype(np.float64)
+    for b in range(B):
+        loc, scale = gaussian_head(mlp(model.a_encoder, x64[b]))
+        probs = np.mean([np.exp(log_softmax(mlp(model.classifier, inference_input(
+            x64[b], loc + scale * e)))) for e in model.aux_predict_eps], axis=0)
+        np.testing.assert_allclose(model(x)[b], probs, rtol=1e-4, atol=1e-6)
+    # the same image, alone or in another batch, gets the same prediction
+    np.testing.assert_allclose(model.slot_logits(x[2:3]), model.slot_logits(x)[2:3], atol=1e-5)
+    np.testing.assert_allclose(model.slot_logits(x[::-1])[::-1], model.slot_logits(x),
+                               atol=1e-5)
+
+
 def fixed_noise(model):
-    """No binarisation noise and z = the mean of q(z|x,y): the loss becomes a function of x."""
+    """No binarisation noise, z = the mean of q(z|x,y) and a = the mean of q(a|x): the loss
+    becomes a function of x."""
     model.binarize = lambda v: v
-    base_elbo = type(model).elbo
-    model.elbo = lambda xx, yy, e=None: base_elbo(model, xx, yy, np.zeros(
-        (xx.shape[0], yy.shape[-2], Z), np.float32))
+    base_elbo, base_draw = type(model).elbo, type(model).draw_aux
+    model.elbo = lambda xx, yy, e=None, aux=None: base_elbo(model, xx, yy, np.zeros(
+        (xx.shape[0], yy.shape[-2], Z), np.float32), aux)
+    model.draw_aux = lambda xx, eps=None: base_draw(model, xx, np.zeros((xx.shape[0], A),
+                                                                        np.float32))
 
 
-def test_loss_equals_the_naive_sum_of_bounds_alpha_term_and_weight_prior():
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_loss_equals_the_naive_sum_of_bounds_alpha_term_and_weight_prior(name):
     from gmdgm_tf.models import reference  # pylint: disable=import-outside-toplevel
-    model, x = tiny_model("gmdgm")
+    model, x = tiny_model(name)
     fixed_noise(model)
     y = np.array([0, 1], np.int32)
     loss, terms = model.compute_losses(x[:2], y, x)
@@ -149,7 +261,9 @@ def test_loss_equals_the_naive_sum_of_bounds_alpha_term_and_weight_prior():
     np.testing.assert_allclose(loss.numpy(), reference.loss_naive(model, x[:2], y, x).numpy(),
                                rtol=1e-5)
     kernels = [w.numpy() for w in model.trainable_weights if w.name.startswith("kernel")]
-    assert len(kernels) == 10  # classifier 3, encoder 3 (W_x, W_y, hidden), head 1, decoder 3
+    # classifier 3, encoder 3 (W_x, W_y, hidden), head 1, decoder 3 (M2: 2 + its head's 1)
+    # and the auxiliary models' q(a|x) 3, p(a|.) 3 (AM2: 4, W_x on x too) + its head's 1
+    assert len(kernels) == {"gmdgm": 10, "m2": 11, "agmdgm": 17, "am2": 19}[name]
     np.testing.assert_allclose(terms["weight_prior"].numpy(),
                                0.5 * sum((k ** 2).sum() for k in kernels) / 1000, rtol=1e-5)
 

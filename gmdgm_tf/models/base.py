@@ -1,6 +1,6 @@
 """The shared deep generative model for semi-unsupervised learning.
 
-Inference model (both models):
+Inference model (every model):
     q(y|x)   = Cat(y; softmax(MLP_y(x)))                   over num_slots class slots
     q(z|x,y) = N(z; mu(x,y), diag sigma^2(x,y))
 
@@ -8,12 +8,20 @@ Generative model (supplied by subclasses via `p_z_given_y` and `p_x_given_yz`):
     GM-DGM:  p(y) = Cat(pi), p(z|y) = N(mu_y, diag sigma_y^2), p(x|z)
     M2:      p(y) = Cat(pi), p(z)   = N(0, I),                 p(x|y,z)
 
-Bounds (one z sample, analytic KL):
+Auxiliary models (aux_dim > 0; AGM-DGM, AM2 after Maaloe et al., 2016) add a latent a:
+    q(a|x) = N(a; mu(x), diag sigma^2(x)), and q(y|a,x), q(z|a,x,y) take [x, a] as input;
+    the subclass supplies p(a|.) (`p_a_given_xyz`): p(a|y,z) for AGM-DGM, p(a|x,y,z) for AM2.
+
+Bounds (one z sample, analytic KL; one draw a ~ q(a|x) per example, shared by all slots):
     L(x,y) = E_q(z|x,y)[log p(x|y,z)] - KL(q(z|x,y) || p(z|y)) + log p(y)
+             [+ log p(a|.) - log q(a|x)]                    (auxiliary models)
     U(x)   = sum_y q(y|x) L(x,y) + H[q(y|x)]                  (exact sum over all slots)
 Loss per step, on a labelled batch (x_l, y_l) and an unlabelled batch x_u:
     -(mean L(x_l, y_l) + mean U(x_u) + alpha * mean log q(y_l|x_l))
     + 1/2 * sum ||W||^2 / N_train                              (Gaussian weight prior)
+(in the auxiliary models every q(y|.) is q(y|a,x) at the example's draw of a). Their
+prediction averages the softmax of q(y|a,x) over `aux_predict_samples` fixed draws of the
+noise, a = mu(x) + sigma(x) * eps_i, so an image's prediction depends on the image alone.
 alpha and N_train belong to training, not to the model: they live in `Objective`, which
 training sets as `model.objective`; a model loaded for inference needs neither.
 
@@ -36,6 +44,13 @@ tfd = tfp.distributions
 _MIN_SCALE = 1e-4
 
 
+def diagonal_normal(out):
+    """A network's output [..., 2 * d] -> Independent Normal over [d]: the first half is
+    the mean, softplus of the second half (+ a floor) the standard deviation."""
+    loc, raw_scale = ops.split(ops.cast(out, "float32"), 2, axis=-1)  # one concat backward
+    return tfd.Independent(tfd.Normal(loc, ops.softplus(raw_scale) + _MIN_SCALE), 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Objective:
     """The training-only numbers of the loss: alpha, and the weight prior's 1/N_train."""
@@ -50,15 +65,17 @@ class DeepGenerativeModel(keras.Model):
     `embed`, `reconstruct`, `sample`).
 
     Subclasses build their generative networks in `__init__` and implement
-    `p_z_given_y(y_onehot)` and `p_x_given_yz(y_onehot, z)`; CONFIG_FIELDS names the
+    `p_z_given_y(y_onehot)` and `p_x_given_yz(y_onehot, z)` (auxiliary models, built with
+    aux_dim > 0, also `p_a_given_xyz(x, y_onehot, z)`); CONFIG_FIELDS names the
     config.model fields their `__init__` takes beyond the shared ones.
     """
 
     CONFIG_FIELDS = ()
+    AUX_FIELDS = ("aux_dim", "aux_predict_samples")  # what auxiliary models add to theirs
 
     def __init__(self, *, dim, prior, hidden_sizes=(500, 500), z_dim=100,
                  likelihood="bernoulli", output_stddev=1e-3, precision="float32", seed=0,
-                 **kwargs):
+                 aux_dim=0, aux_predict_samples=10, **kwargs):
         super().__init__(**kwargs)
         prior = np.asarray(prior, np.float64)
         self.dim, self.z_dim, self.num_slots = int(dim), int(z_dim), len(prior)
@@ -78,6 +95,15 @@ class DeepGenerativeModel(keras.Model):
                                                      name="q_z_given_xy")
         self.z_head = networks.MLP((), 2 * self.z_dim, output_stddev, seed=seed + 2,
                                    dtype=self.net_dtype, name="q_z_given_xy_head")
+        self.aux_dim = int(aux_dim)
+        if self.aux_dim:
+            self.a_encoder = networks.MLP(hidden_sizes, 2 * self.aux_dim, output_stddev,
+                                          seed=seed + 6, dtype=self.net_dtype,
+                                          name="q_a_given_x")
+            # The noise of prediction's draws of a [aux_predict_samples, aux_dim]: fixed by
+            # the seed, so that an image's prediction never depends on its batch or call.
+            self.aux_predict_eps = np.random.default_rng(seed).standard_normal(
+                (int(aux_predict_samples), self.aux_dim)).astype(np.float32)
         if likelihood == "gaussian":
             self.pixel_log_scale = self.add_weight(shape=(self.dim,), initializer="zeros",
                                                    name="pixel_log_scale")
@@ -87,22 +113,74 @@ class DeepGenerativeModel(keras.Model):
 
     # --------------------------------------------------------------- distributions
 
+    def _with_aux(self, x, a):
+        """The inference networks' input: x [..., dim], or [x, a] with a [..., aux_dim]."""
+        return x if a is None else ops.concatenate([x, ops.cast(a, x.dtype)], axis=-1)
+
+    def q_y_logits(self, x, a=None):
+        """x: [..., dim], a: [..., aux_dim] (auxiliary models) -> logits of q(y|x) or
+        q(y|a,x), [..., num_slots] float32."""
+        return ops.cast(self.classifier(self._with_aux(x, a)), "float32")
+
     def slot_logits(self, x):
-        """x: [batch, dim] -> logits of q(y|x) [batch, num_slots] float32."""
-        return ops.cast(self.classifier(x), "float32")
+        """x: [batch, dim] -> the prediction's log q(y|x) (up to a constant), [batch,
+        num_slots] float32; auxiliary models: the log of q(y|a,x)'s softmax averaged over
+        the fixed draws of a (aux_predict_eps)."""
+        if not self.aux_dim:
+            return self.q_y_logits(x)
+        q_a = self.q_a_given_x(x)
+        eps = self.aux_predict_eps[:, None, :]                             # [P, 1, A]
+        a = q_a.mean()[None] + q_a.stddev()[None] * eps                    # [P, B, A]
+        x = tf.broadcast_to(x[None], tf.concat([[len(eps)], tf.shape(x)], 0))  # [P, B, dim]
+        log_probs = tf.nn.log_softmax(self.q_y_logits(x, a))               # [P, B, S]
+        return tf.reduce_logsumexp(log_probs, axis=0)
 
     def q_y_given_x(self, x):
-        """x: [batch, dim] -> Categorical, batch [batch], over num_slots."""
+        """x: [batch, dim] -> the prediction's Categorical (`slot_logits`), batch [batch]."""
         return tfd.Categorical(logits=self.slot_logits(x))
 
-    def q_z_given_xy(self, x, y_onehot):
-        """x: [batch, dim]; y_onehot: [S, num_slots] or [batch, S, num_slots].
+    def q_a_given_x(self, x):
+        """Auxiliary models: x [batch, dim] -> Independent Normal, batch [batch], event
+        [aux_dim]."""
+        return diagonal_normal(self.a_encoder(x))
+
+    def draw_aux(self, x, eps=None):
+        """One draw a ~ q(a|x) per example (reparameterised) -> (a [batch, aux_dim],
+        log q(a|x) [batch]); None for a model without a (no noise is drawn then).
+        eps: optional standard-normal noise [batch, aux_dim]."""
+        if not self.aux_dim:
+            return None
+        q_a = self.q_a_given_x(x)
+        loc, scale = q_a.distribution.loc, q_a.distribution.scale
+        if eps is None:
+            eps = tf.random.stateless_normal(ops.shape(loc), seed=self._next_seed())
+        a = loc + scale * eps
+        return a, q_a.log_prob(a)
+
+    def q_z_given_xy(self, x, y_onehot, a=None):
+        """x: [batch, dim]; y_onehot: [S, num_slots] or [batch, S, num_slots]; a: [batch,
+        aux_dim] for auxiliary models (q(z|a,x,y)).
 
         -> Independent Normal, batch [batch, S], event [z_dim].
         """
-        out = ops.cast(self.z_head(self.z_encoder(x, y_onehot)), "float32")
-        loc, raw_scale = ops.split(out, 2, axis=-1)  # split's gradient is one concat
-        return tfd.Independent(tfd.Normal(loc, ops.softplus(raw_scale) + _MIN_SCALE), 1)
+        return diagonal_normal(self.z_head(self.z_encoder(self._with_aux(x, a), y_onehot)))
+
+    def build_p_a(self, takes_x):
+        """Auxiliary models' generative p(a|.): an MLP on [z, y] (and x where takes_x: x's
+        projection is computed once per example, not per slot), a diagonal Gaussian head.
+        Subclasses call it in `__init__`."""
+        self.p_a_takes_x = takes_x
+        self.a_decoder = networks.SlotConditionedMLP(
+            self.hidden_sizes, self.num_slots, shared_input=takes_x, seed=self._seed + 7,
+            dtype=self.net_dtype, name="p_a_given_xyz" if takes_x else "p_a_given_yz")
+        self.a_head = networks.MLP((), 2 * self.aux_dim, self.output_stddev,
+                                   seed=self._seed + 8, dtype=self.net_dtype, name="p_a_head")
+
+    def p_a_given_xyz(self, x, y_onehot, z):
+        """Auxiliary models: x [batch, dim], z [batch, S, z_dim] -> p(a|y,z) or p(a|x,y,z)
+        (`build_p_a`), Independent Normal over [aux_dim], batch [batch, S]."""
+        shared = x if self.p_a_takes_x else None
+        return diagonal_normal(self.a_head(self.a_decoder(z, y_onehot, shared=shared)))
 
     def p_z_given_y(self, y_onehot):
         """-> Independent Normal over [z_dim], batch broadcastable to y_onehot.shape[:-1]."""
@@ -139,14 +217,19 @@ class DeepGenerativeModel(keras.Model):
 
     # ---------------------------------------------------------------------- bounds
 
-    def elbo(self, x, y_onehot, eps=None):
+    def elbo(self, x, y_onehot, eps=None, aux=None):
         """L(x, y) for each example and each given slot.
 
         x: [batch, dim]; y_onehot: [S, num_slots] or [batch, S, num_slots];
-        eps: optional standard-normal noise [batch, S, z_dim] for the z sample.
+        eps: optional standard-normal noise [batch, S, z_dim] for the z sample;
+        aux: auxiliary models' draw (a [batch, aux_dim], log q(a|x) [batch]) from
+        `draw_aux`, one per example for every slot; drawn here when not given (None for
+        the other models).
         Returns [batch, S].
         """
-        q_z = self.q_z_given_xy(x, y_onehot)
+        aux = self.draw_aux(x) if aux is None else aux
+        a = None if aux is None else aux[0]
+        q_z = self.q_z_given_xy(x, y_onehot, a)
         loc, scale = q_z.distribution.loc, q_z.distribution.scale
         if eps is None:
             eps = tf.random.stateless_normal(ops.shape(loc), seed=self._next_seed())
@@ -154,18 +237,29 @@ class DeepGenerativeModel(keras.Model):
         log_px = self.log_likelihood(self.p_x_given_yz(y_onehot, z), x[:, None, :])  # [B, S]
         kl_z = tfd.kl_divergence(q_z, self.p_z_given_y(y_onehot))          # [B, S]
         log_py = ops.matmul(ops.cast(y_onehot, "float32"), self.log_prior[:, None])[..., 0]
-        return log_px - kl_z + log_py
+        bound = log_px - kl_z + log_py
+        if aux is not None:
+            log_pa = self.p_a_given_xyz(x, y_onehot, z).log_prob(a[:, None, :])   # [B, S]
+            bound += log_pa - aux[1][:, None]
+        return bound
 
-    def elbo_labelled(self, x, y, eps=None):
-        """x: [batch, dim], y: [batch] int -> L(x, y) [batch]."""
+    def elbo_labelled(self, x, y, eps=None, aux=None):
+        """x: [batch, dim], y: [batch] int -> L(x, y) [batch] (aux: as `elbo`'s; drawn
+        here when an auxiliary model gets none)."""
+        aux = self.draw_aux(x) if aux is None else aux
         y_onehot = ops.one_hot(y, self.num_slots)[:, None, :]
-        return self.elbo(x, y_onehot, eps)[:, 0]
+        return self.elbo(x, y_onehot, eps, aux)[:, 0]
 
-    def elbo_unlabelled(self, x, q_y=None, eps=None):
-        """x: [batch, dim] -> U(x) [batch], summing L(x, y) over all slots exactly."""
-        q_y = self.q_y_given_x(x) if q_y is None else q_y
+    def elbo_unlabelled(self, x, q_y=None, eps=None, aux=None):
+        """x: [batch, dim] -> U(x) [batch], summing L(x, y) over all slots exactly.
+
+        q_y: the Categorical q(y|x) (auxiliary models: q(y|a,x) at aux's draw), computed
+        here when not given; aux: as `elbo`'s, drawn here when an auxiliary model gets none."""
+        aux = self.draw_aux(x) if aux is None else aux
+        if q_y is None:
+            q_y = tfd.Categorical(logits=self.q_y_logits(x, None if aux is None else aux[0]))
         all_slots = ops.eye(self.num_slots)                                # [S, S]
-        elbo_per_slot = self.elbo(x, all_slots, eps)                       # [B, S]
+        elbo_per_slot = self.elbo(x, all_slots, eps, aux)                  # [B, S]
         return ops.sum(q_y.probs_parameter() * elbo_per_slot, axis=-1) + q_y.entropy()
 
     # ------------------------------------------------------------------- training
@@ -191,9 +285,9 @@ class DeepGenerativeModel(keras.Model):
         """One step's objective and its terms (all float32 scalars).
 
         objective: an Objective (default: `self.objective`, which training sets).
-        The labelled and unlabelled batches share one binarisation draw and one q(y|x)
-        pass on their concatenation: half the kernel casts, gradient sums and ops of
-        two separate passes, and a larger matmul.
+        The labelled and unlabelled batches share one binarisation draw, one draw of a
+        (auxiliary models) and one q(y|.) pass on their concatenation: half the kernel
+        casts, gradient sums and ops of two separate passes, and a larger matmul.
         """
         objective = objective or self.objective
         if objective is None:
@@ -202,19 +296,24 @@ class DeepGenerativeModel(keras.Model):
         # size (None, e.g. a per-replica batch under tf.distribute) has labels.
         has_labels = x_l.shape[0] != 0
         x = self.binarize(ops.concatenate([x_l, x_u], axis=0) if has_labels else x_u)
-        logits = self.slot_logits(x)                                      # [B_l + B_u, S]
+        aux = self.draw_aux(x)                             # one draw of a per example
+        logits = self.q_y_logits(x, None if aux is None else aux[0])       # [B_l + B_u, S]
+        aux_l = aux_u = aux
         if has_labels:
             sizes = tf.stack([tf.shape(x_l)[0], -1])
             x_l, x_u = tf.split(x, sizes)
             logits_l, logits_u = tf.split(logits, sizes)
+            if aux is not None:
+                (a_l, a_u), (log_q_l, log_q_u) = (tf.split(t, sizes) for t in aux)
+                aux_l, aux_u = (a_l, log_q_l), (a_u, log_q_u)
         else:
             x_u, logits_u = x, logits
         terms = {"elbo_unlabelled": ops.mean(self.elbo_unlabelled(
-            x_u, q_y=tfd.Categorical(logits=logits_u)))}
+            x_u, q_y=tfd.Categorical(logits=logits_u), aux=aux_u))}
         loss = -terms["elbo_unlabelled"]
         if has_labels:
             q_y_l = tfd.Categorical(logits=logits_l)
-            terms["elbo_labelled"] = ops.mean(self.elbo_labelled(x_l, y_l))
+            terms["elbo_labelled"] = ops.mean(self.elbo_labelled(x_l, y_l, aux=aux_l))
             terms["log_q_y_labelled"] = ops.mean(q_y_l.log_prob(y_l))
             terms["labelled_accuracy"] = ops.mean(ops.cast(
                 ops.cast(ops.argmax(logits_l, -1), "int32") == ops.cast(y_l, "int32"),
@@ -270,9 +369,11 @@ class DeepGenerativeModel(keras.Model):
 
     def embed(self, x):
         """x: [batch, dim] -> {"slot": argmax of q(y|x) [batch] int32, "z_mean",
-        "z_scale": q(z|x,y=slot)'s mean and standard deviation [batch, z_dim]}."""
+        "z_scale": q(z|x,y=slot)'s mean and standard deviation [batch, z_dim]}
+        (auxiliary models: q(z|a,x,y=slot) at a = the mean of q(a|x))."""
         slot = ops.cast(ops.argmax(self.slot_logits(x), -1), "int32")
-        q_z = self.q_z_given_xy(x, ops.one_hot(slot, self.num_slots)[:, None, :])
+        a = self.q_a_given_x(x).mean() if self.aux_dim else None
+        q_z = self.q_z_given_xy(x, ops.one_hot(slot, self.num_slots)[:, None, :], a)
         return {"slot": slot, "z_mean": q_z.mean()[:, 0], "z_scale": q_z.stddev()[:, 0]}
 
     def reconstruct(self, x):

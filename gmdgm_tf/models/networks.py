@@ -58,24 +58,31 @@ class MLP(keras.layers.Layer):
 class SlotConditionedMLP(keras.layers.Layer):
     """MLP on the concatenation [x, one_hot(y)] with the first layer split by input.
 
-    call(x, y_onehot):
+    call(x, y_onehot, shared=None):
       x: [batch, d_in] (shared by all slots) or [batch, num_slots, d_in];
       y_onehot: [num_slots, num_slots_total] (the same slots for every example, e.g. the
-        identity for exact enumeration) or [batch, num_slots, num_slots_total].
+        identity for exact enumeration) or [batch, num_slots, num_slots_total];
+      shared: with shared_input, a further input [batch, d_shared] that no slot changes
+        (its projection is computed once per example and added to every slot's).
     Returns the last hidden layer, [batch, num_slots, hidden_sizes[-1]].
     """
 
-    def __init__(self, hidden_sizes, num_slots, seed=None, **kw):
+    def __init__(self, hidden_sizes, num_slots, shared_input=False, seed=None, **kw):
         super().__init__(**kw)
         first, rest = hidden_sizes[0], hidden_sizes[1:]
         self.num_slots = num_slots
         self.first_x = keras.layers.Dense(first, kernel_initializer=kernel_init(seed),
                                           dtype=self.dtype_policy, name="first_x")
         self.first_units = first
+        self.first_shared = None
+        if shared_input:
+            self.first_shared = keras.layers.Dense(
+                first, use_bias=False, kernel_initializer=kernel_init(_offset(seed, 3)),
+                dtype=self.dtype_policy, name="first_shared")
         self.rest = MLP(rest, seed=_offset(seed, 1), dtype=self.dtype_policy, name="rest")
         self._seed = seed
 
-    def build(self, x_shape, y_onehot_shape=None):
+    def build(self, x_shape, y_onehot_shape=None, shared_shape=None):
         # The y-part of the first kernel; Glorot scale of the full [d_in + slots, h] kernel.
         fan_in = x_shape[-1] + self.num_slots
         self.first_y = self.add_weight(
@@ -83,10 +90,12 @@ class SlotConditionedMLP(keras.layers.Layer):
             initializer=keras.initializers.RandomNormal(
                 stddev=(2.0 / (fan_in + self.first_units)) ** 0.5, seed=_offset(self._seed, 2)))
 
-    def call(self, x, y_onehot):
+    def call(self, x, y_onehot, shared=None):
         hx = _apply_2d(self.first_x, x)
         if len(x.shape) == 2:
             hx = hx[:, None, :]                                    # [B, 1, H]
+        if shared is not None:
+            hx = hx + self.first_shared(shared)[:, None, :]        # [B, 1, H], once per example
         y_onehot = ops.cast(y_onehot, self.compute_dtype)
         hy = ops.matmul(y_onehot, ops.cast(self.first_y, self.compute_dtype))  # [(B,) S, H]
         return self.rest(ops.relu(hx + hy))

@@ -8,16 +8,19 @@ same number (tests) and to measure what the vectorised form buys (benchmarks).
 import tensorflow as tf
 
 
-def elbo_unlabelled_naive(model, x, eps=None):
-    """x: [batch, dim]; eps: optional [batch, num_slots, z_dim] -> U(x) [batch]."""
-    q_y = model.q_y_given_x(x)
+def elbo_unlabelled_naive(model, x, eps=None, aux=None):
+    """x: [batch, dim]; eps: optional [batch, num_slots, z_dim]; aux: an auxiliary
+    model's draw (a, log q(a|x)), drawn here if None -> U(x) [batch]."""
+    aux = model.draw_aux(x) if aux is None else aux
+    q_y = tf.nn.softmax(model.q_y_logits(x, None if aux is None else aux[0]))  # [batch, S]
     per_slot = []
     for k in range(model.num_slots):
         y_k = tf.one_hot([k], model.num_slots)                  # [1, num_slots]
         eps_k = None if eps is None else eps[:, k:k + 1]
-        per_slot.append(model.elbo(x, y_k, eps_k)[:, 0])        # [batch]
+        per_slot.append(model.elbo(x, y_k, eps_k, aux)[:, 0])   # [batch]
     elbo = tf.stack(per_slot, axis=-1)                          # [batch, num_slots]
-    return tf.reduce_sum(q_y.probs_parameter() * elbo, -1) + q_y.entropy()
+    entropy = -tf.reduce_sum(q_y * tf.math.log(q_y), -1)
+    return tf.reduce_sum(q_y * elbo, -1) + entropy
 
 
 def loss_naive(model, x_l, y_l, x_u):
@@ -26,9 +29,11 @@ def loss_naive(model, x_l, y_l, x_u):
     separately for each batch and each slot."""
     objective = model.objective
     x_u, x_l = model.binarize(x_u), model.binarize(x_l)
+    aux_l = model.draw_aux(x_l)
     loss = -tf.reduce_mean(elbo_unlabelled_naive(model, x_u))
-    loss -= tf.reduce_mean(model.elbo_labelled(x_l, y_l))
-    loss -= objective.alpha * tf.reduce_mean(model.q_y_given_x(x_l).log_prob(y_l))
+    loss -= tf.reduce_mean(model.elbo_labelled(x_l, y_l, aux=aux_l))
+    log_q_y = tf.nn.log_softmax(model.q_y_logits(x_l, None if aux_l is None else aux_l[0]))
+    loss -= objective.alpha * tf.reduce_mean(tf.gather(log_q_y, y_l, batch_dims=1))
     if objective.weight_prior:
         kernels = [w for w in model.trainable_weights if w.name.startswith("kernel")]
         loss += tf.add_n([0.5 * tf.reduce_sum(tf.square(w)) for w in kernels]) / objective.num_train
