@@ -65,7 +65,9 @@ def make_strategy(name, tpu_address="", timeout_s=CONNECT_TIMEOUT_S):
         return _mirrored()
     if name == "multi_worker":
         return _multi_worker()
-    return tf.distribute.get_strategy()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    raise StrategyError(f"no strategy {name!r} (config.STRATEGIES names the choices)")
 
 
 def auto_choice(tpu_found, num_gpus):

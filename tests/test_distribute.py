@@ -173,6 +173,18 @@ def test_factory_picks_the_strategy_per_flag():
     assert "MirroredStrategy with" in distribute.describe(mirrored)
 
 
+def test_every_strategy_choice_has_its_own_factory(monkeypatch):
+    """A train.strategy added to config.STRATEGIES without a factory would not train on
+    the default strategy unnoticed: make_strategy refuses a name it does not know."""
+    from gmdgm_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+    for factory in ("_auto", "_tpu", "_mirrored", "_multi_worker"):
+        monkeypatch.setattr(distribute, factory, lambda *args, _name=factory: _name)
+    made = [distribute.make_strategy(name) for name in config_lib.STRATEGIES]
+    assert len(set(map(id, made))) == len(config_lib.STRATEGIES), made
+    with pytest.raises(distribute.StrategyError, match="no strategy 'gpu'"):
+        distribute.make_strategy("gpu")
+
+
 def test_unknown_strategy_is_refused():
     from gmdgm_tf import config as config_lib  # pylint: disable=import-outside-toplevel
     config = config_lib.base_config()
