@@ -19,6 +19,9 @@ setuptools.setup(
     license="Apache-2.0",
     install_requires=[
         "tensorflow==2.21.*",
+        # gmdgm_tf.distribute and checkpoints rely on private Keras hooks and slot names
+        # verified on this minor version (tests/test_distribute.py, test_checkpoints.py)
+        "keras==3.15.*",
         "tf-keras==2.21.*",  # tensorflow-probability refuses to import without it
         "tensorflow-probability==0.25.*",
         "tensorflow-datasets==4.9.*",

@@ -16,10 +16,14 @@ global batch (data.labelled_batch_size + data.unlabelled_batch_size) evenly acro
 replicas, so both must be divisible by `num_replicas_in_sync`. Each replica's loss is a
 mean over its share divided by the number of replicas (models/base.py, train_step) and
 the optimizer sums the gradients over replicas: N replicas with global batch B take the
-step one device takes with batch B. `CrossReplicaAdam` clips that sum, not each
-replica's share (Keras clips before its all-reduce). `adapt_model` works around two Keras
-3 fit() failures under MultiWorkerMirroredStrategy. In a multi-worker cluster only the
-chief writes the run; the other workers write the same files to workdir/workers/<task>.
+step one device takes with batch B. Over several replicas `adam` gives a
+`CrossReplicaAdam`, which clips that sum, not each replica's share (Keras clips before its
+all-reduce). `adapt_model` works around two Keras 3 fit() failures under
+MultiWorkerMirroredStrategy. Both reach into private Keras hooks, so they are applied only
+where they are needed (one device trains with Keras' own Adam and fit), setup.py pins the
+Keras minor version they were verified on, and tests/test_distribute.py fails naming the
+hook a Keras upgrade removes. In a multi-worker cluster only the chief writes the run; the
+other workers write the same files to workdir/workers/<task>.
 """
 
 import glob
@@ -61,7 +65,9 @@ def make_strategy(name, tpu_address="", timeout_s=CONNECT_TIMEOUT_S):
         return _mirrored()
     if name == "multi_worker":
         return _multi_worker()
-    return tf.distribute.get_strategy()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    raise StrategyError(f"no strategy {name!r} (config.STRATEGIES names the choices)")
 
 
 def auto_choice(tpu_found, num_gpus):
@@ -249,27 +255,47 @@ def check_batch_split(labelled_batch_size, unlabelled_batch_size, num_replicas,
 
 
 def adapt_model(model, strategy):
-    """Works around two Keras 3 fit() failures under tf.distribute (model fully built).
+    """Works around two Keras 3 fit() failures under MultiWorkerMirroredStrategy (model
+    fully built); under any other strategy the model is left as it is.
 
     1. fit() first takes a batch and averages it across replicas with `strategy.reduce`
-       to build unbuilt state; MultiWorkerMirroredStrategy cannot reduce a nested batch
-       (ValueError: PerReplica to Tensor). experiment.build creates every variable (the
-       optimizer's too), so that step has nothing to build and is skipped.
-    2. Under MultiWorkerMirroredStrategy fit() reduces each logged value with
-       `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars train_step
-       returns ("Invalid reduction dimension 0 for input with 0 dimensions",
-       tensorflow/tensorflow#72388). There the step's logs are returned as [1] vectors,
-       which that reduce averages over replicas into scalars.
+       to build unbuilt state (the private `_maybe_symbolic_build`; on the default
+       strategy it returns at once, and MirroredStrategy reduces the batch fine), but
+       MultiWorkerMirroredStrategy cannot reduce a nested batch (ValueError: PerReplica
+       to Tensor). experiment.build creates every variable (the optimizer's too), so that
+       step has nothing to build and is skipped.
+    2. fit() reduces each logged value with `strategy.reduce("MEAN", value, axis=0)`,
+       which fails on the scalars train_step returns ("Invalid reduction dimension 0 for
+       input with 0 dimensions", tensorflow/tensorflow#72388). The step's logs are
+       returned as [1] vectors, which that reduce averages over replicas into scalars.
     """
-    object.__setattr__(model, "_maybe_symbolic_build",
-                       lambda iterator=None, data_batch=None: None)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        object.__setattr__(model, "_maybe_symbolic_build", skip_symbolic_build)
         train_step = model.train_step
 
         def rank1_logs_train_step(data):
             return {k: tf.reshape(v, [1]) for k, v in train_step(data).items()}
 
         object.__setattr__(model, "train_step", rank1_logs_train_step)
+
+
+def skip_symbolic_build(iterator=None, data_batch=None):
+    """What a multi-worker model's `_maybe_symbolic_build` becomes (adapt_model, 1.)."""
+    del iterator, data_batch
+
+
+def adam(learning_rate, clipvalue=None):
+    """The training optimizer, made under the strategy's scope: Keras' Adam, or a
+    CrossReplicaAdam when gradients are clipped and summed over several replicas.
+
+    On one replica the two take the same steps bit for bit (the all-reduce is the
+    identity, and clipping commutes with it), so only where the order matters does
+    training go through CrossReplicaAdam's private hooks. Their variables are named
+    alike, so a checkpoint resumes under either.
+    """
+    if clipvalue and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return CrossReplicaAdam(learning_rate, clipvalue=clipvalue)
+    return keras.optimizers.Adam(learning_rate, clipvalue=clipvalue)
 
 
 class CrossReplicaAdam(keras.optimizers.Adam):

@@ -36,9 +36,9 @@ def build(config, split):
                                seed=config_lib.model_seed(config))
     model.objective = models.objective(config.model, num_train=split.num_train,
                                        num_labelled=len(split.x_labelled))
-    # Adam that clips the cross-replica gradient sum (plain Adam on one device).
-    model.compile(optimizer=distribute.CrossReplicaAdam(config.optimizer.learning_rate,
-                                                        clipvalue=config.optimizer.clipvalue),
+    # Adam that clips the cross-replica gradient sum (Keras' Adam on one device).
+    model.compile(optimizer=distribute.adam(config.optimizer.learning_rate,
+                                            clipvalue=config.optimizer.clipvalue),
                   jit_compile=config.train.jit_compile)
     model.optimizer.build(model.trainable_variables)
     return model
@@ -132,7 +132,7 @@ def train_and_evaluate(config, workdir, fresh=False, export_dir=None, callbacks=
     split = data.load_split(config.data, config.seed)
     with strategy.scope():
         model = build(config, split)
-    distribute.adapt_model(model, strategy)  # Keras 3 fit() workarounds, see there
+    distribute.adapt_model(model, strategy)  # Keras 3 fit() workarounds (multi-worker)
     logging.info("%s: %d labelled, %d unlabelled, %d validation, %d test, dim %d, %d slots",
                  config.model.name, len(split.x_labelled), len(split.x_unlabelled),
                  len(split.x_val), len(split.x_test), split.dim, split.num_slots)

@@ -47,9 +47,24 @@ def test_keys_are_paths_and_do_not_depend_on_creation_order():
         assert tuple(extended_keys[key].shape) == tuple(variable.shape), key
     # a second model in the same process (Keras names it gmdgm_1) keys alike
     assert set(checkpoints.model_variables(tiny())) == set(base_keys)
-    opt = checkpoints.optimizer_variables(base.optimizer, base_keys)
-    assert "q_y_given_x/hidden_0/kernel/momentum" in opt and "optimizer/iteration" in opt
-    assert len(opt) == len(base.optimizer.variables)
+
+
+def test_each_adam_slot_is_keyed_by_its_variable_as_keras_names_slots():
+    """optimizer_variables parses Keras' slot names ('<variable path with _>_<slot>'); a
+    Keras that names them otherwise fails here, not as slots keyed by Keras' names."""
+    model = tiny()
+    model_keys = checkpoints.model_variables(model)
+    opt = checkpoints.optimizer_variables(model.optimizer, model_keys)
+    counters = ["optimizer/iteration", "optimizer/learning_rate"]
+    unmatched = sorted(set(opt) - set(counters) - {
+        f"{key}/{slot}" for key in model_keys for slot in ("momentum", "velocity")})
+    assert not unmatched, (
+        f"Keras {keras.__version__} no longer names an optimizer slot '<variable path with "
+        f"_>_<slot>', which checkpoints.optimizer_variables parses: {unmatched[:3]}")
+    trainable = [key for key, variable in model_keys.items() if variable.trainable]
+    assert sorted(opt) == sorted(counters + [f"{key}/{slot}" for key in trainable
+                                             for slot in ("momentum", "velocity")])
+    assert len(opt) == len(model.optimizer.variables)
 
 
 def test_save_restore_round_trip_and_refusals(tmp_path):

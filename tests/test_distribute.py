@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -180,6 +181,18 @@ def test_factory_picks_the_strategy_per_flag():
     assert "MirroredStrategy with" in distribute.describe(mirrored)
 
 
+def test_every_strategy_choice_has_its_own_factory(monkeypatch):
+    """A train.strategy added to config.STRATEGIES without a factory would not train on
+    the default strategy unnoticed: make_strategy refuses a name it does not know."""
+    from gmdgm_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+    for factory in ("_auto", "_tpu", "_mirrored", "_multi_worker"):
+        monkeypatch.setattr(distribute, factory, lambda *args, _name=factory: _name)
+    made = [distribute.make_strategy(name) for name in config_lib.STRATEGIES]
+    assert len(set(map(id, made))) == len(config_lib.STRATEGIES), made
+    with pytest.raises(distribute.StrategyError, match="no strategy 'gpu'"):
+        distribute.make_strategy("gpu")
+
+
 def test_unknown_strategy_is_refused():
     from gmdgm_tf import config as config_lib  # pylint: disable=import-outside-toplevel
     config = config_lib.base_config()
@@ -227,6 +240,68 @@ def test_batch_split_messages():
     message = distribute.check_batch_split(100, 100, 8)
     assert message.startswith("data.labelled_batch_size=100 and data.unlabelled_batch_size="
                               "100 not divisible by the 8 replicas")
+
+
+# ------------------------------------------------------------- private Keras hooks
+
+# (owner, hook): what adapt_model and CrossReplicaAdam replace; setup.py pins the Keras
+# minor version they were verified on.
+KERAS_HOOKS = (("model", "_maybe_symbolic_build"), ("optimizer", "_clip_gradients"),
+               ("optimizer", "_all_reduce_sum_gradients"))
+
+
+def _tiny_keras_fit(optimizer, wrap=None):
+    """A 2-unit Dense model fitted 3 steps by `optimizer` -> its weights. wrap(owner, hook)
+    may replace a hook of the model or optimizer before fit."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=optimizer, loss="mse")
+    for owner, hook in KERAS_HOOKS if wrap else ():
+        wrap(model if owner == "model" else model.optimizer, hook)
+    x = np.linspace(-4, 4, 24, dtype=np.float32).reshape(8, 3)
+    model.fit(x, x[:, :2] * 3.0, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    return [w.numpy() for w in model.weights]
+
+
+def test_keras_still_calls_the_private_hooks_distribute_replaces():
+    """A Keras that drops or stops calling a hook fails here, by the hook's name: the
+    multi-worker and clip-after-sum workarounds would silently no longer apply."""
+    calls = []
+
+    def record(owner, hook):
+        original = getattr(owner, hook, None)
+        assert callable(original), (f"Keras {keras.__version__}: {type(owner).__name__} has "
+                                    f"no {hook}, which gmdgm_tf.distribute replaces")
+
+        def recorded(*args, **kwargs):
+            calls.append((hook, args, kwargs))
+            return original(*args, **kwargs)
+        object.__setattr__(owner, hook, recorded)
+
+    _tiny_keras_fit(keras.optimizers.Adam(0.1, clipvalue=0.5), wrap=record)
+    called = [hook for hook, _, _ in calls]
+    for _, hook in KERAS_HOOKS:
+        assert hook in called, f"Keras {keras.__version__}'s fit no longer calls {hook}"
+    # Keras clips each replica's gradients, then sums them: CrossReplicaAdam reverses that.
+    assert called.index("_clip_gradients") < called.index("_all_reduce_sum_gradients"), (
+        f"Keras {keras.__version__} no longer clips before _all_reduce_sum_gradients")
+    # adapt_model's stand-in takes whatever fit passes to _maybe_symbolic_build.
+    for hook, args, kwargs in calls:
+        if hook == "_maybe_symbolic_build":
+            distribute.skip_symbolic_build(*args, **kwargs)
+
+
+def test_one_replica_trains_with_keras_adam_which_cross_replica_adam_equals():
+    """On one device `adam` gives Keras' Adam, so no private hook is in use; there
+    CrossReplicaAdam (clipping after the identity all-reduce) takes the same steps."""
+    assert type(distribute.adam(0.1, clipvalue=0.5)) is keras.optimizers.Adam
+    assert type(distribute.adam(0.1)) is keras.optimizers.Adam
+    plain = _tiny_keras_fit(keras.optimizers.Adam(0.1, clipvalue=0.5))
+    deferred = _tiny_keras_fit(distribute.CrossReplicaAdam(0.1, clipvalue=0.5))
+    unclipped = _tiny_keras_fit(keras.optimizers.Adam(0.1))
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, unclipped))  # clipping acts
+    for a, b in zip(plain, deferred):
+        np.testing.assert_array_equal(a, b)
 
 
 # --------------------------------------------------------------- subprocess checks
