@@ -50,8 +50,8 @@ _LABELS = {"model.name": "model", "data.source": "dataset", "model.likelihood": 
            "train.precision": "precision"}  # how errors name these fields
 # Fields added after runs were filed: a config.json without one ran with this value, so a
 # resume or a comparison does not count it as a different experiment.
-ADDED_FIELDS = {"data.to_grayscale": False, "train.restarts": 1, "train.restart_epochs": 0,
-                "train.restart_index": 0, "optimizer.decay_epoch": 0,
+ADDED_FIELDS = {"data.to_grayscale": False, "data.prior_rule": "paper", "train.restarts": 1,
+                "train.restart_epochs": 0, "train.restart_index": 0, "optimizer.decay_epoch": 0,
                 "optimizer.decay_factor": 0.1}
 # Restart k of seed s initialises its networks and noise with seed s + k * this stride
 # (its split and batch order stay those of seed s); k = 0 is the seed's own initialisation.

@@ -49,6 +49,19 @@ def test_prepare_refuses_another_experiment_but_not_another_budget(tmp_path):
         "learning_rate"] == 1e-3
 
 
+def test_a_config_filed_before_a_field_existed_ran_with_that_field_s_added_value():
+    """config.ADDED_FIELDS: config.json files written before a field was added (data.prior_rule
+    in the digits tuning runs, ...) compare as the value those runs used."""
+    new = json.loads(config_lib.base_config().to_json())
+    old = json.loads(config_lib.base_config().to_json())
+    for field in config_lib.ADDED_FIELDS:
+        section, key = field.split(".")
+        del old[section][key]
+    assert rundir.config_differences(old, new) == []
+    new["data"]["prior_rule"] = "uniform"
+    assert rundir.config_differences(old, new) == ["data.prior_rule: 'paper' -> 'uniform'"]
+
+
 def test_data_meta_round_trip(tmp_path):
     meta = rundir.DataMeta("mnist", ["0", "1"], (2, 2), np.array([True, False, True, True]),
                            (0,), np.array([0.5, 0.25, 0.25]))
