@@ -37,7 +37,7 @@ import tensorflow as tf
 from absl import logging
 
 from gmdgm_tf import config as config_lib
-from gmdgm_tf import models
+from gmdgm_tf import models, sources
 from gmdgm_tf.filenames import (  # noqa: F401 (re-exported: rundir.CONFIG etc.)
     BEST_WEIGHTS, CHECKPOINTS, CONFIG, DATA_META, FIGURES, HISTORY, LOCK, METRICS,
     MODEL_WEIGHTS, RESTARTS, RESTARTS_DIR, TENSORBOARD)
@@ -154,13 +154,16 @@ def config_differences(old, new):
 class DataMeta:
     """What inference needs to know of the data: data_meta.json.
 
-    pixel_mask [height * width] bool (the kept pixels); prior [num_slots] is p(y)."""
+    pixel_mask [height * width] bool (the kept pixels); prior [num_slots] is p(y);
+    uint8_divisor: the top of the source's raw pixel scale (255; 16 for digits), what the
+    export divides integer images by."""
     source: str
     class_names: list
     image_shape: tuple
     pixel_mask: np.ndarray
     labelled_classes: tuple
     prior: np.ndarray
+    uint8_divisor: float
 
     @property
     def dim(self) -> int:
@@ -170,20 +173,23 @@ class DataMeta:
     def from_split(cls, split, source):
         return cls(source, list(split.class_names), tuple(split.image_shape),
                    np.asarray(split.pixel_mask, bool), tuple(split.labelled_classes),
-                   np.asarray(split.prior, np.float64))
+                   np.asarray(split.prior, np.float64), sources.uint8_divisor(source))
 
     def to_json(self):
         return {"source": self.source, "class_names": list(self.class_names),
                 "image_shape": [int(s) for s in self.image_shape],
                 "pixel_mask": np.asarray(self.pixel_mask, bool).tolist(),
                 "labelled_classes": [int(c) for c in self.labelled_classes],
-                "prior": np.asarray(self.prior, np.float64).tolist()}
+                "prior": np.asarray(self.prior, np.float64).tolist(),
+                "uint8_divisor": float(self.uint8_divisor)}
 
     @classmethod
     def from_json(cls, d):
+        # data_meta.json written before uint8_divisor was: its export used the same rule.
+        divisor = d.get("uint8_divisor", sources.uint8_divisor(d["source"]))
         return cls(d["source"], list(d["class_names"]), tuple(d["image_shape"]),
                    np.asarray(d["pixel_mask"], bool), tuple(d["labelled_classes"]),
-                   np.asarray(d["prior"], np.float64))
+                   np.asarray(d["prior"], np.float64), float(divisor))
 
 
 def check_workdir(path):

@@ -47,6 +47,10 @@ CLASS_NAMES = {
 }
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 weights
+# The top of a source's raw integer pixel scale, what its images are divided by to land
+# in [0, 1]; the run records it (rundir.DataMeta) for the export's integer inputs.
+UINT8_MAX = 255.0                # IDX files, TFDS, an .npz's uint8 images
+DIGITS_MAX = 16.0                # scikit-learn's digits: integers 0..16
 _IDX_UBYTE = 0x08
 
 
@@ -86,6 +90,11 @@ def load_raw(data_config) -> RawData:
             arrays, _ = load_tfds(name, data_config.tfds_dir)
         names = CLASS_NAMES[kind]
     return _checked(arrays, names, data_config.source, to_grayscale, array_names)
+
+
+def uint8_divisor(source: str) -> float:
+    """The top of data.source's raw pixel scale: what its integer images are divided by."""
+    return DIGITS_MAX if source == "digits" else UINT8_MAX
 
 
 def _checked(arrays, class_names, source, to_grayscale, names) -> RawData:
@@ -128,7 +137,7 @@ def _unit_images(x, what, to_grayscale) -> np.ndarray:
         raise DataError(f"{what} must be images [n, height, width] or [n, height, width, 1], "
                         f"got shape {x.shape}")
     if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
+        x = x.astype(np.float32) / UINT8_MAX
     elif np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32)
         if not np.all(np.isfinite(x)) or x.min(initial=0) < 0 or x.max(initial=0) > 1:
@@ -316,7 +325,7 @@ def _first_line(e: BaseException) -> str:
 def _load_digits(test_size: int, seed: int):
     from sklearn import datasets  # pylint: disable=import-outside-toplevel
     digits = datasets.load_digits()
-    images = (digits.images / 16.0).astype(np.float32)  # [1797, 8, 8], values 0..16
+    images = (digits.images / DIGITS_MAX).astype(np.float32)  # [1797, 8, 8]
     labels = digits.target.astype(np.int64)
     if not 0 < test_size < len(images):
         raise DataError(f"data.test_size={test_size} must be in 1..{len(images) - 1} for digits")
