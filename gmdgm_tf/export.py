@@ -251,7 +251,7 @@ def _headline(metrics):
 
 def _full_path(path):
     """An absolute local path, or a TF filesystem URL (gs://...) as given."""
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+    return path.rstrip("/") if rundir.is_remote(path) else os.path.abspath(path)
 
 
 def _check_destination(workdir, export_dir, overwrite):
@@ -276,7 +276,7 @@ def _move_into_place(tmp, export_dir):
     "directories" are name prefixes that not every filesystem renames, so the files are
     copied, METADATA_FILE last: an export without it is one whose copy did not finish."""
     gfile = tf.io.gfile
-    if "://" in export_dir:
+    if rundir.is_remote(export_dir):
         rundir.remove_quietly(export_dir)
         files = [os.path.join(root, name) for root, _, names in gfile.walk(tmp) for name in names]
         for path in sorted(files, key=lambda p: os.path.basename(p) == METADATA_FILE):

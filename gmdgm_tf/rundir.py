@@ -82,10 +82,16 @@ def remove_quietly(path):
         pass
 
 
+def is_remote(path) -> bool:
+    """A TF filesystem URL (gs://bucket/..., ram://...), read and written through
+    tf.io.gfile only; else a local path."""
+    return "://" in path
+
+
 def check_free_space(directory, needed_bytes):
     """Refuses a local write that cannot fit (h5py has crashed the process on a full disk
     instead of raising), keeping 1 MiB to spare."""
-    if "://" in directory or not os.path.isdir(directory):
+    if is_remote(directory) or not os.path.isdir(directory):
         return
     free = shutil.disk_usage(directory).free
     if free < needed_bytes + 2 ** 20:
@@ -195,7 +201,7 @@ class DataMeta:
 def check_workdir(path):
     """Refuses, before any data is loaded, a local workdir that cannot be written: one that
     is a file, lies under a file, or whose nearest existing directory is read-only."""
-    if "://" in path:
+    if is_remote(path):
         return
     probe = os.path.abspath(path)
     while not os.path.exists(probe):
@@ -223,7 +229,7 @@ class RunDir:
         dies, even by kill -9, so a dead run never blocks the next. Object stores (gs://)
         have no locks: there the user keeps to one writer."""
         tf.io.gfile.makedirs(self.path)
-        if "://" in self.path:
+        if is_remote(self.path):
             yield
             return
         import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only
@@ -347,7 +353,7 @@ class RunDir:
     def save_weights(self, model, name):
         """model.save_weights to `name`, atomically (h5 needs a local file: staged there
         for other filesystems)."""
-        local = self.path if "://" not in self.path else None
+        local = None if is_remote(self.path) else self.path
         staging = os.path.join(local or _local_staging(), f"{name}.tmp-{os.getpid()}.weights.h5")
         check_free_space(os.path.dirname(staging), weights_bytes(model))
         with writing(self.file(name), staging):
@@ -359,7 +365,7 @@ class RunDir:
                 os.remove(staging)
 
     def load_weights(self, model, name):
-        if "://" not in self.path:
+        if not is_remote(self.path):
             model.load_weights(self.file(name))
             return
         staging = os.path.join(_local_staging(), f"{name}.load-{os.getpid()}.weights.h5")

@@ -83,6 +83,15 @@ def test_data_meta_filed_before_the_pixel_scale_reads_the_scale_its_run_used(sou
     assert rundir.DataMeta.from_json(meta).uint8_divisor == divisor
 
 
+@pytest.mark.parametrize("path, remote", [
+    ("gs://bucket/runs/a", True), ("ram://run", True), ("s3://b/k", True),
+    ("runs/a", False), ("/abs/run", False), ("./gs:/not_a_url", False), ("", False),
+])
+def test_is_remote_and_the_standalone_predict_s_copy_agree(path, remote):
+    from gmdgm_tf import predict  # pylint: disable=import-outside-toplevel
+    assert rundir.is_remote(path) is remote and predict.is_remote(path) is remote
+
+
 def test_json_and_history_work_on_another_tf_filesystem():
     """Every run file goes through tf.io.gfile: TF's in-memory ram:// stands in for gs://."""
     run = rundir.RunDir("ram://gmdgm_test_run")
