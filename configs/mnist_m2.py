@@ -7,9 +7,11 @@ float32, as the paper. On hardware with fast bfloat16 matmuls (TPUs, AMX CPUs)
 faster per minute (docs/performance.md); on AVX2-only CPUs it is not faster.
 
   python -m gmdgm_tf.train --config=configs/mnist_m2.py --workdir=runs/mnist_m2 \
-      --config.data.dir=../shared/data/mnist
+      --config.data.dir=/path/to/mnist
 
-`--config=configs/mnist_m2.py:smoke` shrinks it to a seconds-long run (CI, tests).
+/path/to/mnist: a folder holding the four MNIST IDX files (without data.dir, MNIST comes
+from TensorFlow Datasets). `--config=configs/mnist_m2.py:smoke` shrinks it to a seconds-long
+run (CI, tests).
 """
 
 from gmdgm_tf.config import apply_arg, base_config

@@ -134,7 +134,7 @@ def make_split(raw: RawData, data_config, seed: int) -> Split:
     image_shape = raw.train_x.shape[1:]
     flat = lambda a: a.reshape(len(a), -1)  # pylint: disable=unnecessary-lambda-assignment
     train_flat = flat(raw.train_x)
-    threshold = data_config.get("pixel_std_threshold")
+    threshold = data_config.pixel_std_threshold
     if threshold:
         # Label-free statistic over the whole training set, as the paper (444 MNIST pixels).
         pixel_mask = train_flat.std(axis=0) > threshold
@@ -143,7 +143,7 @@ def make_split(raw: RawData, data_config, seed: int) -> Split:
     keep = lambda a: np.ascontiguousarray(a[:, pixel_mask])  # pylint: disable=unnecessary-lambda-assignment
 
     prior = slot_prior(num_classes, labelled_classes, data_config.num_extra_slots,
-                       data_config.get("prior"), data_config.get("prior_rule", "paper"))
+                       data_config.prior, data_config.prior_rule)
     return Split(
         x_labelled=keep(train_flat[labelled_idx]), y_labelled=raw.train_y[labelled_idx],
         x_unlabelled=keep(train_flat[unlabelled_idx]), y_unlabelled=raw.train_y[unlabelled_idx],

@@ -45,9 +45,6 @@ MODEL_CARD_FILE = filenames.EXPORT_MODEL_CARD
 FORMAT = "gmdgm_tf.export/1"
 PROTOCOLS = ("heldout", "paper")
 UNNAMED = -1
-# Raw pixel scale of uint8 images per source (digits come as 0..16 from scikit-learn).
-UINT8_DIVISOR = {"digits": 16.0}
-DEFAULT_UINT8_DIVISOR = 255.0
 IMAGE_FUNCTIONS = ("classify", "cluster", "embed", "reconstruct")
 SIGNATURE_KEYS = ("serving_default",) + tuple(
     f"{name}{suffix}" for name in IMAGE_FUNCTIONS for suffix in ("", "_uint8")) + ("sample",)
@@ -57,11 +54,6 @@ HEADLINE_METRICS = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelle
 
 class ExportError(ValueError):
     """An export that cannot be made; raised before anything is written to export_dir."""
-
-
-def uint8_divisor(source):
-    """The number a uint8 image of `source` is divided by to land in [0, 1]."""
-    return UINT8_DIVISOR.get(source, DEFAULT_UINT8_DIVISOR)
 
 
 class InferenceModule(tf.Module):
@@ -258,7 +250,7 @@ def _headline(metrics):
 
 def _full_path(path):
     """An absolute local path, or a TF filesystem URL (gs://...) as given."""
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
+    return path.rstrip("/") if rundir.is_remote(path) else os.path.abspath(path)
 
 
 def _check_destination(workdir, export_dir, overwrite):
@@ -283,7 +275,7 @@ def _move_into_place(tmp, export_dir):
     "directories" are name prefixes that not every filesystem renames, so the files are
     copied, METADATA_FILE last: an export without it is one whose copy did not finish."""
     gfile = tf.io.gfile
-    if "://" in export_dir:
+    if rundir.is_remote(export_dir):
         rundir.remove_quietly(export_dir)
         files = [os.path.join(root, name) for root, _, names in gfile.walk(tmp) for name in names]
         for path in sorted(files, key=lambda p: os.path.basename(p) == METADATA_FILE):
@@ -332,9 +324,8 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
         raise ExportError(f"{workdir}/metrics.json has no {protocol} slot map")
     slot_map = metrics[protocol]["slot_map"]
     class_names = list(meta.class_names)
-    divisor = uint8_divisor(meta.source)
     module = InferenceModule(run.model, meta.image_shape, meta.pixel_mask, slot_map,
-                             len(class_names), divisor)
+                             len(class_names), meta.uint8_divisor)
     signatures = module.serving_signatures()
     metadata = {
         "format": FORMAT,
@@ -346,7 +337,7 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
         "model": run.config.model.name,
         "likelihood": run.config.model.likelihood,
         "image_shape": [int(s) for s in meta.image_shape],
-        "uint8_divisor": divisor,
+        "uint8_divisor": meta.uint8_divisor,
         "num_pixels_kept": meta.dim,
         "class_names": class_names,
         "labelled_classes": list(meta.labelled_classes),

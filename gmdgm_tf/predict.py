@@ -87,13 +87,18 @@ class _TFFiles:
             return f.read()
 
 
+def is_remote(path):
+    """= gmdgm_tf.rundir.is_remote, spelled here because this file stands alone."""
+    return "://" in path
+
+
 def files(path):
     """-> the file operations for `path`: local, or tf.io.gfile for gs:// and other URLs."""
-    return _TFFiles() if "://" in path else _LocalFiles
+    return _TFFiles() if is_remote(path) else _LocalFiles
 
 
 def _full_path(path):
-    return path if "://" in path else os.path.abspath(path)
+    return path if is_remote(path) else os.path.abspath(path)
 
 
 def load_metadata(export_dir):

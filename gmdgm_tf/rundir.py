@@ -37,7 +37,7 @@ import tensorflow as tf
 from absl import logging
 
 from gmdgm_tf import config as config_lib
-from gmdgm_tf import models
+from gmdgm_tf import models, sources
 from gmdgm_tf.filenames import (  # noqa: F401 (re-exported: rundir.CONFIG etc.)
     BEST_WEIGHTS, CHECKPOINTS, CONFIG, DATA_META, FIGURES, HISTORY, LOCK, METRICS,
     MODEL_WEIGHTS, RESTARTS, RESTARTS_DIR, TENSORBOARD)
@@ -82,10 +82,16 @@ def remove_quietly(path):
         pass
 
 
+def is_remote(path) -> bool:
+    """A TF filesystem URL (gs://bucket/..., ram://...), read and written through
+    tf.io.gfile only; else a local path."""
+    return "://" in path
+
+
 def check_free_space(directory, needed_bytes):
     """Refuses a local write that cannot fit (h5py has crashed the process on a full disk
     instead of raising), keeping 1 MiB to spare."""
-    if "://" in directory or not os.path.isdir(directory):
+    if is_remote(directory) or not os.path.isdir(directory):
         return
     free = shutil.disk_usage(directory).free
     if free < needed_bytes + 2 ** 20:
@@ -154,13 +160,16 @@ def config_differences(old, new):
 class DataMeta:
     """What inference needs to know of the data: data_meta.json.
 
-    pixel_mask [height * width] bool (the kept pixels); prior [num_slots] is p(y)."""
+    pixel_mask [height * width] bool (the kept pixels); prior [num_slots] is p(y);
+    uint8_divisor: the top of the source's raw pixel scale (255; 16 for digits), what the
+    export divides integer images by."""
     source: str
     class_names: list
     image_shape: tuple
     pixel_mask: np.ndarray
     labelled_classes: tuple
     prior: np.ndarray
+    uint8_divisor: float
 
     @property
     def dim(self) -> int:
@@ -170,26 +179,29 @@ class DataMeta:
     def from_split(cls, split, source):
         return cls(source, list(split.class_names), tuple(split.image_shape),
                    np.asarray(split.pixel_mask, bool), tuple(split.labelled_classes),
-                   np.asarray(split.prior, np.float64))
+                   np.asarray(split.prior, np.float64), sources.uint8_divisor(source))
 
     def to_json(self):
         return {"source": self.source, "class_names": list(self.class_names),
                 "image_shape": [int(s) for s in self.image_shape],
                 "pixel_mask": np.asarray(self.pixel_mask, bool).tolist(),
                 "labelled_classes": [int(c) for c in self.labelled_classes],
-                "prior": np.asarray(self.prior, np.float64).tolist()}
+                "prior": np.asarray(self.prior, np.float64).tolist(),
+                "uint8_divisor": float(self.uint8_divisor)}
 
     @classmethod
     def from_json(cls, d):
+        # data_meta.json written before uint8_divisor was: its export used the same rule.
+        divisor = d.get("uint8_divisor", sources.uint8_divisor(d["source"]))
         return cls(d["source"], list(d["class_names"]), tuple(d["image_shape"]),
                    np.asarray(d["pixel_mask"], bool), tuple(d["labelled_classes"]),
-                   np.asarray(d["prior"], np.float64))
+                   np.asarray(d["prior"], np.float64), float(divisor))
 
 
 def check_workdir(path):
     """Refuses, before any data is loaded, a local workdir that cannot be written: one that
     is a file, lies under a file, or whose nearest existing directory is read-only."""
-    if "://" in path:
+    if is_remote(path):
         return
     probe = os.path.abspath(path)
     while not os.path.exists(probe):
@@ -217,7 +229,7 @@ class RunDir:
         dies, even by kill -9, so a dead run never blocks the next. Object stores (gs://)
         have no locks: there the user keeps to one writer."""
         tf.io.gfile.makedirs(self.path)
-        if "://" in self.path:
+        if is_remote(self.path):
             yield
             return
         import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only
@@ -341,7 +353,7 @@ class RunDir:
     def save_weights(self, model, name):
         """model.save_weights to `name`, atomically (h5 needs a local file: staged there
         for other filesystems)."""
-        local = self.path if "://" not in self.path else None
+        local = None if is_remote(self.path) else self.path
         staging = os.path.join(local or _local_staging(), f"{name}.tmp-{os.getpid()}.weights.h5")
         check_free_space(os.path.dirname(staging), weights_bytes(model))
         with writing(self.file(name), staging):
@@ -353,7 +365,7 @@ class RunDir:
                 os.remove(staging)
 
     def load_weights(self, model, name):
-        if "://" not in self.path:
+        if not is_remote(self.path):
             model.load_weights(self.file(name))
             return
         staging = os.path.join(_local_staging(), f"{name}.load-{os.getpid()}.weights.h5")

@@ -38,6 +38,7 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+IDX_NAMES = tuple(IDX_FILES.values())  # in NPZ_KEYS' order: x_train, y_train, x_test, y_test
 CLASS_NAMES = {
     "digits": [str(i) for i in range(10)],
     "mnist": [str(i) for i in range(10)],
@@ -46,6 +47,10 @@ CLASS_NAMES = {
 }
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 weights
+# The top of a source's raw integer pixel scale, what its images are divided by to land
+# in [0, 1]; the run records it (rundir.DataMeta) for the export's integer inputs.
+UINT8_MAX = 255.0                # IDX files, TFDS, an .npz's uint8 images
+DIGITS_MAX = 16.0                # scikit-learn's digits: integers 0..16
 _IDX_UBYTE = 0x08
 
 
@@ -70,27 +75,31 @@ class RawData:
 def load_raw(data_config) -> RawData:
     """config.data -> RawData, checked (shapes, value ranges, label range)."""
     kind, name = config_lib.parse_source(data_config.source)
+    to_grayscale, array_names = data_config.to_grayscale, NPZ_KEYS
     if kind == "digits":
         arrays, names = _load_digits(data_config.test_size, data_config.test_split_seed)
     elif kind == "npz":
         arrays, names = load_npz(name)
     elif kind == "tfds":
-        arrays, names = load_tfds(name, data_config.get("tfds_dir"),
-                                  data_config.get("to_grayscale", False))
+        arrays, names = load_tfds(name, data_config.tfds_dir, to_grayscale)
     else:  # a named dataset: IDX files when a directory is given, else TFDS
-        directory = data_config.get("dir") or os.environ.get(DATA_DIR_ENV)
+        directory = data_config.dir or os.environ.get(DATA_DIR_ENV)
         if directory:
-            arrays = load_idx_dir(os.path.expanduser(directory), len(CLASS_NAMES[kind]))
+            arrays, array_names = load_idx_dir(os.path.expanduser(directory)), IDX_NAMES
         else:
-            arrays, _ = load_tfds(name, data_config.get("tfds_dir"))
+            arrays, _ = load_tfds(name, data_config.tfds_dir)
         names = CLASS_NAMES[kind]
-    return _checked(arrays, names, data_config.source, data_config.get("to_grayscale", False))
+    return _checked(arrays, names, data_config.source, to_grayscale, array_names)
 
 
-def _checked(arrays, class_names, source, to_grayscale) -> RawData:
+def uint8_divisor(source: str) -> float:
+    """The top of data.source's raw pixel scale: what its integer images are divided by."""
+    return DIGITS_MAX if source == "digits" else UINT8_MAX
+
+
+def _checked(arrays, class_names, source, to_grayscale, names) -> RawData:
     """(train_x, train_y, test_x, test_y) of any dtype -> RawData, or a DataError naming
-    the array at fault."""
-    names = ("x_train", "y_train", "x_test", "y_test")
+    the array at fault: by `names` (its key in an .npz, its IDX file, ...)."""
     train_x, train_y, test_x, test_y = arrays
     images = [_unit_images(x, f"{source}: {n}", to_grayscale)
               for x, n in ((train_x, names[0]), (test_x, names[2]))]
@@ -128,7 +137,7 @@ def _unit_images(x, what, to_grayscale) -> np.ndarray:
         raise DataError(f"{what} must be images [n, height, width] or [n, height, width, 1], "
                         f"got shape {x.shape}")
     if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255.0
+        x = x.astype(np.float32) / UINT8_MAX
     elif np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float32)
         if not np.all(np.isfinite(x)) or x.min(initial=0) < 0 or x.max(initial=0) > 1:
@@ -213,35 +222,21 @@ def read_idx(path: str, expected_ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def load_idx_dir(directory: str, num_classes: int = 10):
+def load_idx_dir(directory: str):
     """Loads the four standard IDX files from ``directory`` -> (train_x, train_y, test_x, test_y).
 
-    Images come back as uint8 [n, height, width], labels as int64 [n].
+    Images come back as uint8 [n, height, width], labels as int64 [n]; `load_raw` checks
+    them as it checks every source's arrays (counts, shapes, label range), naming the files.
     """
     if not os.path.isdir(directory):
         raise DataError(f"data directory does not exist: {directory}")
-    missing = [f for f in IDX_FILES.values() if not os.path.isfile(os.path.join(directory, f))]
+    missing = [f for f in IDX_NAMES if not os.path.isfile(os.path.join(directory, f))]
     if missing:
         raise DataError(f"data directory {directory} lacks {', '.join(missing)}")
-    arrays = {}
-    for key, fname in IDX_FILES.items():
-        arrays[key] = read_idx(os.path.join(directory, fname), 3 if "images" in key else 1)
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        if len(images) != len(labels):
-            raise DataError(
-                f"{IDX_FILES[part + '_images']} holds {len(images)} images but "
-                f"{IDX_FILES[part + '_labels']} holds {len(labels)} labels")
-        if labels.size and labels.max() >= num_classes:
-            raise DataError(
-                f"{IDX_FILES[part + '_labels']}: label {int(labels.max())} is outside "
-                f"0..{num_classes - 1}")
-    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise DataError(
-            f"train images are {arrays['train_images'].shape[1:]} but test images are "
-            f"{arrays['test_images'].shape[1:]}")
-    return (arrays["train_images"], arrays["train_labels"].astype(np.int64),
-            arrays["test_images"], arrays["test_labels"].astype(np.int64))
+    train_x, train_y, test_x, test_y = (
+        read_idx(os.path.join(directory, fname), 3 if "images" in key else 1)
+        for key, fname in IDX_FILES.items())
+    return train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64)
 
 
 # ----------------------------------------------------------------- TensorFlow Datasets
@@ -330,7 +325,7 @@ def _first_line(e: BaseException) -> str:
 def _load_digits(test_size: int, seed: int):
     from sklearn import datasets  # pylint: disable=import-outside-toplevel
     digits = datasets.load_digits()
-    images = (digits.images / 16.0).astype(np.float32)  # [1797, 8, 8], values 0..16
+    images = (digits.images / DIGITS_MAX).astype(np.float32)  # [1797, 8, 8]
     labels = digits.target.astype(np.int64)
     if not 0 < test_size < len(images):
         raise DataError(f"data.test_size={test_size} must be in 1..{len(images) - 1} for digits")

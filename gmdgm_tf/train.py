@@ -100,6 +100,8 @@ def main(argv):
 
 if __name__ == "__main__":
     import logging as std_logging  # pylint: disable=ungrouped-imports
-    # TensorFlow's checkpoint writer logs a "Sharding callback duration" line per save.
+    # TensorFlow's Python INFO lines (an export's "Assets written to ...", shown twice) are
+    # noise here. Not the checkpoint writer's per-save line: it goes through absl, and
+    # checkpoints.py drops it for every caller.
     std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
     app.run(main, flags_parser=parse_flags)

@@ -19,3 +19,12 @@ def load_config(name, arg=None):
     """configs/<name>.py's get_config(arg), loaded as the training command does."""
     from gmdgm_tf import config  # pylint: disable=import-outside-toplevel
     return config.load(os.path.join(REPO, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
+
+
+def data_config(**fields):
+    """A validated config.data: base_config's fields with `fields` set, as the package
+    receives it (it reads every field directly, trusting validate)."""
+    from gmdgm_tf import config  # pylint: disable=import-outside-toplevel
+    whole = config.base_config()
+    whole.data.update(fields)
+    return config.validate(whole).data

@@ -4,11 +4,11 @@ import gzip
 import os
 import struct
 
-import ml_collections
 import numpy as np
 import pytest
 
 from gmdgm_tf import data, sources
+from conftest import data_config
 
 
 # ----------------------------------------------------------------------------- IDX
@@ -72,16 +72,16 @@ def test_truncated_gzip_is_a_data_error(tmp_path):
         sources.load_idx_dir(directory)
 
 
-def test_count_mismatch(tmp_path):
-    directory = make_idx_dir(tmp_path, train_labels=np.arange(29) % 10)
-    with pytest.raises(data.DataError, match="30 images but .* 29 labels"):
-        sources.load_idx_dir(directory)
-
-
-def test_label_out_of_range(tmp_path):
-    directory = make_idx_dir(tmp_path, train_labels=np.full(30, 12))
-    with pytest.raises(data.DataError, match="label 12 is outside 0..9"):
-        sources.load_idx_dir(directory)
+@pytest.mark.parametrize("directory, message", [
+    (dict(train_labels=np.arange(29) % 10),
+     "mnist: train-images-idx3-ubyte.gz holds 30 images but train-labels-idx1-ubyte.gz 29"),
+    (dict(train_labels=np.full(30, 12)),
+     "mnist: train-labels-idx1-ubyte.gz has label 12, outside the 10 classes 0..9"),
+])
+def test_idx_arrays_are_checked_as_every_source_s_naming_the_file(tmp_path, directory, message):
+    config = split_config(source="mnist", dir=make_idx_dir(tmp_path, **directory))
+    with pytest.raises(data.DataError, match=message):
+        sources.load_raw(config)
 
 
 def test_missing_directory_and_files(tmp_path):
@@ -141,11 +141,8 @@ def synthetic_raw(n_train=600, n_test=50, num_classes=10):
 
 
 def split_config(**overrides):
-    cfg = ml_collections.ConfigDict(dict(
-        source="digits", validation_size=100, labelled_classes=(0, 1, 2, 8, 9),
-        labels_per_class=7, num_extra_slots=5, prior=None, pixel_std_threshold=0.0))
-    cfg.update(overrides)
-    return cfg
+    return data_config(**{**dict(source="digits", validation_size=100, labels_per_class=7,
+                                 pixel_std_threshold=0.0), **overrides})
 
 
 def ids(x):

@@ -49,15 +49,47 @@ def test_prepare_refuses_another_experiment_but_not_another_budget(tmp_path):
         "learning_rate"] == 1e-3
 
 
+def test_a_config_filed_before_a_field_existed_ran_with_that_field_s_added_value():
+    """config.ADDED_FIELDS: config.json files written before a field was added (data.prior_rule
+    in the digits tuning runs, ...) compare as the value those runs used."""
+    new = json.loads(config_lib.base_config().to_json())
+    old = json.loads(config_lib.base_config().to_json())
+    for field in config_lib.ADDED_FIELDS:
+        section, key = field.split(".")
+        del old[section][key]
+    assert rundir.config_differences(old, new) == []
+    new["data"]["prior_rule"] = "uniform"
+    assert rundir.config_differences(old, new) == ["data.prior_rule: 'paper' -> 'uniform'"]
+
+
 def test_data_meta_round_trip(tmp_path):
     meta = rundir.DataMeta("mnist", ["0", "1"], (2, 2), np.array([True, False, True, True]),
-                           (0,), np.array([0.5, 0.25, 0.25]))
+                           (0,), np.array([0.5, 0.25, 0.25]), 7.0)
     run = rundir.RunDir(str(tmp_path))
     run.write_data_meta(meta)
     back = run.read_data_meta()
     assert back.dim == 3 and back.image_shape == (2, 2) and back.labelled_classes == (0,)
     np.testing.assert_array_equal(back.pixel_mask, meta.pixel_mask)
     np.testing.assert_allclose(back.prior, meta.prior)
+    assert back.uint8_divisor == 7.0  # the run's record, whatever the source
+
+
+@pytest.mark.parametrize("source, divisor", [("digits", 16.0), ("mnist", 255.0),
+                                             ("npz:my.npz", 255.0)])
+def test_data_meta_filed_before_the_pixel_scale_reads_the_scale_its_run_used(source, divisor):
+    meta = rundir.DataMeta(source, ["0", "1"], (1, 2), np.ones(2, bool), (0,),
+                           np.array([0.5, 0.5]), divisor).to_json()
+    assert meta.pop("uint8_divisor") == divisor
+    assert rundir.DataMeta.from_json(meta).uint8_divisor == divisor
+
+
+@pytest.mark.parametrize("path, remote", [
+    ("gs://bucket/runs/a", True), ("ram://run", True), ("s3://b/k", True),
+    ("runs/a", False), ("/abs/run", False), ("./gs:/not_a_url", False), ("", False),
+])
+def test_is_remote_and_the_standalone_predict_s_copy_agree(path, remote):
+    from gmdgm_tf import predict  # pylint: disable=import-outside-toplevel
+    assert rundir.is_remote(path) is remote and predict.is_remote(path) is remote
 
 
 def test_json_and_history_work_on_another_tf_filesystem():

@@ -2,11 +2,11 @@
 
 import socket
 
-import ml_collections
 import numpy as np
 import pytest
 
 from gmdgm_tf import data, sources
+from conftest import data_config
 
 tfds = pytest.importorskip("tensorflow_datasets")
 requests = pytest.importorskip("requests")  # a TFDS dependency
@@ -14,12 +14,8 @@ requests = pytest.importorskip("requests")  # a TFDS dependency
 
 def tfds_config(**overrides):
     """Like test_data.split_config, for MNIST through TFDS (no IDX directory)."""
-    cfg = ml_collections.ConfigDict(dict(
-        source="mnist", dir="", tfds_dir="", to_grayscale=False, validation_size=50,
-        labelled_classes=(0, 1, 2, 8, 9), labels_per_class=2, num_extra_slots=5, prior=None,
-        pixel_std_threshold=0.0))
-    cfg.update(overrides)
-    return cfg
+    return data_config(**{**dict(source="mnist", validation_size=50, labels_per_class=2,
+                                 pixel_std_threshold=0.0), **overrides})
 
 
 @pytest.fixture(autouse=True)
