@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs and the team's MNIST copy (skipped when absent)."""
 
 import os
+import re
 
 import pytest
 
@@ -19,3 +20,13 @@ def load_config(name, arg=None):
     """configs/<name>.py's get_config(arg), loaded as the training command does."""
     from gmdgm_tf import config  # pylint: disable=import-outside-toplevel
     return config.load(os.path.join(REPO, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
+
+
+# A path from the root of a file system: "/" opening a token (after a space, quote, "=",
+# "(", "[" or backquote) and followed by a name and another "/" (not "https://...").
+_ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'=(\[`])(/[\w.-]+/[^\s"'`)\],]*)""")
+
+
+def absolute_paths(text):
+    """-> the absolute paths in text (a run record, a report...)."""
+    return _ABSOLUTE_PATH.findall(text)
