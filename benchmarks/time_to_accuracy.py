@@ -28,13 +28,14 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import time
 
 import keras
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gmdgm_tf import data, evaluation, experiment, filenames
+from gmdgm_tf import data, evaluation, experiment, filenames, rundir
 from gmdgm_tf.sweeps.report import format_mean_sd, mean_sd
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -150,8 +151,13 @@ def main(argv):
     if FLAGS.report:
         print(report(FLAGS.report))
         return
-    if FLAGS.config is None or not FLAGS.workdir:
+    if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required (or --report=DIR)")
+    try:
+        rundir.refuse_empty(FLAGS.workdir, "--workdir")
+    except rundir.RunDirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     config = FLAGS.config
     with config.unlocked():
         if config.train.restarts > 1:

@@ -52,6 +52,10 @@ class RunDirError(ValueError):
     """A workdir that holds another experiment, or a damaged run file."""
 
 
+class NotFinishedError(RunDirError, FileNotFoundError):
+    """A workdir that holds no finished run (a FileNotFoundError too, as it was before)."""
+
+
 class WriteError(RuntimeError):
     """A run file could not be written (disk full, quota, file-size limit); the temporary
     file is removed and what was written before is intact."""
@@ -186,9 +190,18 @@ class DataMeta:
                    np.asarray(d["prior"], np.float64))
 
 
+def refuse_empty(path, name="workdir"):
+    """Refuses an empty directory argument (`--workdir=$UNSET`): it would mean the current
+    directory, and --fresh would delete run files there."""
+    if not isinstance(path, str) or not path.strip():
+        raise RunDirError(f"{name} is empty (an unset shell variable?); give a directory")
+
+
 def check_workdir(path):
-    """Refuses, before any data is loaded, a local workdir that cannot be written: one that
-    is a file, lies under a file, or whose nearest existing directory is read-only."""
+    """Refuses, before any data is loaded, an empty workdir and a local workdir that cannot
+    be written: one that is a file, lies under a file, or whose nearest existing directory
+    is read-only."""
+    refuse_empty(path)
     if "://" in path:
         return
     probe = os.path.abspath(path)
@@ -390,16 +403,18 @@ class FinishedRun:
 def load_run(workdir) -> FinishedRun:
     """A finished run's workdir -> FinishedRun with the selected weights loaded.
 
-    Raises FileNotFoundError naming what is missing when the workdir holds no finished run.
+    Raises NotFinishedError (a FileNotFoundError) naming what is missing when the workdir
+    holds no finished run, RunDirError for an empty workdir or a damaged file.
     A run being extended (rerun with a larger train.epochs) has the new budget in
     config.json from its start, while the weights and metrics stay the finished run's until
     the longer run ends: the config returned is the finished run's (train.epochs as its
     metrics record it), with a warning.
     """
+    refuse_empty(workdir)
     run = RunDir(workdir)
     missing = [name for name in FINISHED if not run.exists(name)]
     if missing:
-        raise FileNotFoundError(f"{workdir} holds no finished run (missing {', '.join(missing)})")
+        raise NotFinishedError(f"{workdir} holds no finished run (missing {', '.join(missing)})")
     config, metrics = run.read_config(), run.read_metrics()
     asked = metrics.get("training", {}).get("epochs_asked")
     if asked is not None and asked != config.train.epochs:
