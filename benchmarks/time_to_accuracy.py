@@ -26,7 +26,6 @@ rewrites each run's time_to_accuracy.md from its .json):
 import glob
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gmdgm_tf import data, evaluation, experiment, filenames, rundir
+from gmdgm_tf.sweeps import run as sweep_run
 from gmdgm_tf.sweeps.report import format_mean_sd, mean_sd
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -179,8 +179,7 @@ def main(argv):
     if FLAGS.summaries:
         dest = os.path.join(FLAGS.summaries, os.path.basename(os.path.normpath(FLAGS.workdir)))
         os.makedirs(dest, exist_ok=True)
-        for name in SUMMARY_FILES:
-            shutil.copy2(os.path.join(FLAGS.workdir, name), dest)
+        sweep_run.copy_summary_files(FLAGS.workdir, dest, SUMMARY_FILES)  # data.dir blanked
     print(text)
 
 

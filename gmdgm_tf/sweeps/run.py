@@ -194,21 +194,26 @@ def without_machine_fields(config):
     return config
 
 
+def copy_summary_files(workdir, dest, names=SUMMARY_FILES):
+    """Copies the files `names` that workdir holds into the directory dest, config.json
+    without its MACHINE_ONLY values (the workdir's keeps them: a resume reads them)."""
+    for name in names:
+        src = os.path.join(workdir, name)
+        if name == filenames.CONFIG and os.path.exists(src):
+            with open(os.path.join(dest, name), "w", encoding="utf-8") as f:
+                json.dump(without_machine_fields(read_json(src)), f, indent=1)
+        elif os.path.exists(src):
+            shutil.copy2(src, dest)
+
+
 def file_summary(run, summaries):
-    """Copies the run's SUMMARY_FILES to summaries/<name>/ (atomically: a temp dir renamed);
-    the filed config.json without MACHINE_ONLY values (the workdir's keeps them: a resume
-    reads them)."""
+    """Copies the run's SUMMARY_FILES to summaries/<name>/ (atomically: a temp dir renamed),
+    as copy_summary_files does."""
     dest = os.path.join(summaries, run.name)
     tmp = dest + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for name in SUMMARY_FILES:
-        src = os.path.join(run.workdir, name)
-        if name == filenames.CONFIG and os.path.exists(src):
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                json.dump(without_machine_fields(read_json(src)), f, indent=1)
-        elif os.path.exists(src):
-            shutil.copy2(src, tmp)
+    copy_summary_files(run.workdir, tmp)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest
