@@ -16,11 +16,11 @@ As each run finishes, its small summary (SUMMARY_FILES: config, history, metrics
 metadata, figures, the runner's record; never weights or checkpoints) is copied to
 SUMMARIES/NAME_seedK/, ready to commit, with the fields that name places on this machine
 (config.MACHINE_ONLY: data.dir, ...) blanked in its config.json; `gmdgm_tf.sweeps.report`
-builds the table from those folders alone. Rerunning the same command skips runs whose summary is filed and
-resumes interrupted ones from their checkpoints; a finished run asked for more epochs
-resumes and trains on, or, when its workdir is gone (filed from another machine), trains
-again from scratch: a filed summary counts only for the epochs it trained. The runner's
-record (runner.json) lists every attempt with its seconds, one killed with its sweep too
+builds the table from those folders alone. Rerunning the same command skips runs whose
+summary is filed and resumes interrupted ones from their checkpoints; a finished run
+asked for more epochs resumes and trains on, or, when its workdir is gone (filed from
+another machine), trains again from scratch: a filed summary counts only for the epochs
+it trained. The runner's record (runner.json) lists every attempt with its seconds, one killed with its sweep too
 (closed as "interrupted" when the run resumes), so wall_seconds is the whole run's. It
 reads the same on any machine: the config file relative to the checkout (with its :ARG),
 the overrides as FIELD=VALUE and the `python -m gmdgm_tf.train` command they make (both
@@ -82,13 +82,16 @@ class Recipe:
     @property
     def spec(self):
         """CONFIG_FILE[:ARG] as --config= takes it (the file's absolute path)."""
-        return self.config_file + (f":{self.config_arg}" if self.config_arg else "")
+        return self.config_file + self._arg
+
+    @property
+    def _arg(self):
+        return f":{self.config_arg}" if self.config_arg else ""
 
     def portable(self):
         """-> (CONFIG_FILE[:ARG] relative to the checkout, ["FIELD=VALUE", ...]): what a run
         record keeps, without the fields that name places on this machine."""
-        return (machine.portable_path(self.config_file)
-                + (f":{self.config_arg}" if self.config_arg else ""),
+        return (machine.portable_path(self.config_file) + self._arg,
                 [f"{k}={v}" for k, v in self.overrides if k not in config_lib.MACHINE_ONLY])
 
 
