@@ -20,12 +20,13 @@ builds the table from those folders alone. Rerunning the same command skips runs
 summary is filed and resumes interrupted ones from their checkpoints; a finished run
 asked for more epochs resumes and trains on, or, when its workdir is gone (filed from
 another machine), trains again from scratch: a filed summary counts only for the epochs
-it trained. The runner's record (runner.json) lists every attempt with its seconds, one killed with its sweep too
-(closed as "interrupted" when the run resumes), so wall_seconds is the whole run's. It
-reads the same on any machine: the config file relative to the checkout (with its :ARG),
-the overrides as FIELD=VALUE and the `python -m gmdgm_tf.train` command they make (both
-without the MACHINE_ONLY fields), the git commit of the code (None outside a checkout;
-each attempt keeps its own), recipe, seed and a description of the machine (no paths).
+it trained. The runner's record (runner.json) lists every attempt with its seconds, one
+killed with its sweep too (closed as "interrupted" when the run resumes), so wall_seconds
+is the whole run's. It reads the same on any machine: the config file relative to the
+checkout (with its :ARG), the overrides as FIELD=VALUE and the `python -m gmdgm_tf.train`
+command they make (both without the MACHINE_ONLY fields), the git commit of the code
+(None outside a checkout; each attempt keeps its own), recipe, seed and a description of
+the machine (no paths).
 """
 
 import dataclasses
@@ -137,10 +138,10 @@ class Run:
         """-> the record's {"config", "overrides", "command"}: the command as one line from
         the checkout's root, no absolute paths, no MACHINE_ONLY fields."""
         config, overrides = self.recipe.portable()
-        command = " ".join(
-            ["python -m gmdgm_tf.train", f"--config={config}",
-             f"--workdir={machine.portable_path(self.workdir)}", f"--config.seed={self.seed}"]
-            + [f"--config.{o}" for o in overrides])
+        workdir = machine.portable_path(self.workdir)
+        command = " ".join(["python -m gmdgm_tf.train", f"--config={config}",
+                            f"--workdir={workdir}", f"--config.seed={self.seed}"]
+                           + [f"--config.{o}" for o in overrides])
         return {"config": config, "overrides": overrides, "command": command}
 
 
