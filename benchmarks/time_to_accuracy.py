@@ -26,15 +26,16 @@ rewrites each run's time_to_accuracy.md from its .json):
 import glob
 import json
 import os
-import shutil
 import statistics
+import sys
 import time
 
 import keras
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gmdgm_tf import data, evaluation, experiment, filenames
+from gmdgm_tf import data, evaluation, experiment, filenames, rundir
+from gmdgm_tf.sweeps import run as sweep_run
 from gmdgm_tf.sweeps.report import format_mean_sd, mean_sd
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -150,8 +151,13 @@ def main(argv):
     if FLAGS.report:
         print(report(FLAGS.report))
         return
-    if FLAGS.config is None or not FLAGS.workdir:
+    if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required (or --report=DIR)")
+    try:
+        rundir.refuse_empty(FLAGS.workdir, "--workdir")
+    except rundir.RunDirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     config = FLAGS.config
     with config.unlocked():
         if config.train.restarts > 1:
@@ -173,8 +179,7 @@ def main(argv):
     if FLAGS.summaries:
         dest = os.path.join(FLAGS.summaries, os.path.basename(os.path.normpath(FLAGS.workdir)))
         os.makedirs(dest, exist_ok=True)
-        for name in SUMMARY_FILES:
-            shutil.copy2(os.path.join(FLAGS.workdir, name), dest)
+        sweep_run.copy_summary_files(FLAGS.workdir, dest, SUMMARY_FILES)  # data.dir blanked
     print(text)
 
 

@@ -66,6 +66,9 @@ NOT_EXPERIMENT = ("train.epochs", "train.max_minutes", "train.verbose", "train.f
                   "train.sample_grid_every",
                   "train.checkpoint_every_steps", "train.keep_checkpoints", "data.dir",
                   "data.tfds_dir", "train.strategy", "train.tpu_address")
+# Of those, the fields that name places on one machine: run records and filed summaries
+# leave them out (blank), so that they read the same wherever they are opened.
+MACHINE_ONLY = ("data.dir", "data.tfds_dir", "train.tpu_address")
 
 
 class ConfigError(ValueError):

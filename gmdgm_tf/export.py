@@ -22,8 +22,9 @@ Functions (dicts of named tensors out, documented with shapes on InferenceModule
 methods): classify, cluster, embed, reconstruct, and sample (the only random one, a pure
 function of its seed). `serving_default` is `classify` (float32). The module also carries
 `image_shape`, `pixel_mask`, `slot_to_class` and `uint8_divisor` as variables, and
-DIR/gmdgm_export.json holds the metadata (dataset, class names, slot map and its
-protocol, headline metrics, versions, each signature's inputs and outputs).
+DIR/gmdgm_export.json holds the metadata (the run's name, dataset, class names, slot map
+and its protocol, headline metrics, versions and git commit, each signature's inputs and
+outputs; no paths of the machine it was made on).
 """
 
 import datetime
@@ -37,7 +38,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import gmdgm_tf
-from gmdgm_tf import filenames, model_card, rundir
+from gmdgm_tf import config as config_lib
+from gmdgm_tf import filenames, machine, model_card, rundir
 from gmdgm_tf.export_inputs import check_images, image_specs
 
 METADATA_FILE = filenames.EXPORT_METADATA
@@ -54,6 +56,11 @@ HEADLINE_METRICS = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelle
 
 class ExportError(ValueError):
     """An export that cannot be made; raised before anything is written to export_dir."""
+
+
+# Errors that are the user's to fix: the CLI prints one line and exits with 2; anything
+# else (a bug) keeps its traceback.
+USER_ERRORS = (ExportError, rundir.RunDirError, rundir.WriteError, config_lib.ConfigError)
 
 
 class InferenceModule(tf.Module):
@@ -313,8 +320,10 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
     export_dir/gmdgm_export.json).
 
     Raises ExportError (bad arguments, existing export_dir, inconsistent run) and
-    FileNotFoundError (workdir holds no finished run).
+    rundir.RunDirError (an empty workdir; rundir.NotFinishedError: no finished run in it).
     """
+    rundir.refuse_empty(workdir)
+    rundir.refuse_empty(export_dir, "export_dir")
     if protocol not in PROTOCOLS:
         raise ExportError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
     export_dir = _check_destination(workdir, export_dir, overwrite)
@@ -330,7 +339,9 @@ def export_run(workdir, export_dir, overwrite=False, protocol="heldout"):
     metadata = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "workdir": _full_path(workdir),
+        # the run's name and the code's commit, not a path of the machine it lay on
+        "run": os.path.basename(workdir.rstrip("/")),
+        "commit": machine.code_commit(),
         "package_version": gmdgm_tf.__version__,
         "tensorflow_version": tf.__version__,
         "dataset": meta.source,
@@ -390,7 +401,7 @@ def main(argv):
     FLAGS = flags.FLAGS  # pylint: disable=invalid-name
     try:
         metadata = export_run(FLAGS.workdir, FLAGS.export_dir, FLAGS.overwrite, FLAGS.protocol)
-    except (ExportError, FileNotFoundError, ValueError) as e:
+    except USER_ERRORS as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

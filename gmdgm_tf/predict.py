@@ -101,14 +101,36 @@ def _full_path(path):
     return path if is_remote(path) else os.path.abspath(path)
 
 
+# What predict reads of the metadata: field -> the JSON types it may have.
+METADATA_FIELDS = {"image_shape": list, "uint8_divisor": (int, float), "dataset": str,
+                   "class_names": list, "slot_map_protocol": str}
+
+
 def load_metadata(export_dir):
+    """export_dir's gmdgm_export.json -> dict; a missing or damaged file (not JSON, or
+    lacking a field predict reads) is a PredictError naming it."""
     path = os.path.join(export_dir, METADATA_FILE)
     fs = files(export_dir)
     if not fs.isdir(export_dir):
         raise PredictError(f"export_dir {export_dir} does not exist")
     if not fs.isfile(path):
         raise PredictError(f"{export_dir} is not a gmdgm_tf export (no {METADATA_FILE})")
-    return json.loads(fs.read(path).decode("utf-8"))
+    try:
+        metadata = json.loads(fs.read(path).decode("utf-8"))
+    except ValueError as e:  # not UTF-8 or not JSON
+        raise PredictError(f"{path} is damaged ({e}); export the run again") from e
+    if not isinstance(metadata, dict):
+        raise PredictError(f"{path} is damaged (not a JSON object); export the run again")
+    bad = [k for k, kind in METADATA_FIELDS.items()
+           if not isinstance(metadata.get(k), kind) or isinstance(metadata.get(k), bool)]
+    shape = metadata.get("image_shape")
+    if "image_shape" not in bad and not (len(shape) == 2 and all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        bad.append("image_shape")
+    if bad:
+        raise PredictError(f"{path} is damaged (missing or invalid: {', '.join(bad)}); "
+                           "export the run again")
+    return metadata
 
 
 # ------------------------------------------------------------------------------ inputs

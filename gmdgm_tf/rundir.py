@@ -38,6 +38,7 @@ from absl import logging
 
 from gmdgm_tf import config as config_lib
 from gmdgm_tf import models, sources
+from gmdgm_tf.machine import is_remote  # noqa: F401 (rundir.is_remote, as callers know it)
 from gmdgm_tf.filenames import (  # noqa: F401 (re-exported: rundir.CONFIG etc.)
     BEST_WEIGHTS, CHECKPOINTS, CONFIG, DATA_META, FIGURES, HISTORY, LOCK, METRICS,
     MODEL_WEIGHTS, RESTARTS, RESTARTS_DIR, TENSORBOARD)
@@ -50,6 +51,10 @@ _RUN_DIRS = (CHECKPOINTS, TENSORBOARD, RESTARTS_DIR)
 
 class RunDirError(ValueError):
     """A workdir that holds another experiment, or a damaged run file."""
+
+
+class NotFinishedError(RunDirError, FileNotFoundError):
+    """A workdir that holds no finished run (a FileNotFoundError too, as it was before)."""
 
 
 class WriteError(RuntimeError):
@@ -80,12 +85,6 @@ def remove_quietly(path):
             tf.io.gfile.remove(path)
     except (OSError, tf.errors.OpError):
         pass
-
-
-def is_remote(path) -> bool:
-    """A TF filesystem URL (gs://bucket/..., ram://...), read and written through
-    tf.io.gfile only; else a local path."""
-    return "://" in path
 
 
 def check_free_space(directory, needed_bytes):
@@ -198,9 +197,18 @@ class DataMeta:
                    np.asarray(d["prior"], np.float64), float(divisor))
 
 
+def refuse_empty(path, name="workdir"):
+    """Refuses an empty directory argument (`--workdir=$UNSET`): it would mean the current
+    directory, and --fresh would delete run files there."""
+    if not isinstance(path, str) or not path.strip():
+        raise RunDirError(f"{name} is empty (an unset shell variable?); give a directory")
+
+
 def check_workdir(path):
-    """Refuses, before any data is loaded, a local workdir that cannot be written: one that
-    is a file, lies under a file, or whose nearest existing directory is read-only."""
+    """Refuses, before any data is loaded, an empty workdir and a local workdir that cannot
+    be written: one that is a file, lies under a file, or whose nearest existing directory
+    is read-only."""
+    refuse_empty(path)
     if is_remote(path):
         return
     probe = os.path.abspath(path)
@@ -402,16 +410,18 @@ class FinishedRun:
 def load_run(workdir) -> FinishedRun:
     """A finished run's workdir -> FinishedRun with the selected weights loaded.
 
-    Raises FileNotFoundError naming what is missing when the workdir holds no finished run.
+    Raises NotFinishedError (a FileNotFoundError) naming what is missing when the workdir
+    holds no finished run, RunDirError for an empty workdir or a damaged file.
     A run being extended (rerun with a larger train.epochs) has the new budget in
     config.json from its start, while the weights and metrics stay the finished run's until
     the longer run ends: the config returned is the finished run's (train.epochs as its
     metrics record it), with a warning.
     """
+    refuse_empty(workdir)
     run = RunDir(workdir)
     missing = [name for name in FINISHED if not run.exists(name)]
     if missing:
-        raise FileNotFoundError(f"{workdir} holds no finished run (missing {', '.join(missing)})")
+        raise NotFinishedError(f"{workdir} holds no finished run (missing {', '.join(missing)})")
     config, metrics = run.read_config(), run.read_metrics()
     asked = metrics.get("training", {}).get("epochs_asked")
     if asked is not None and asked != config.train.epochs:

@@ -23,12 +23,13 @@ from absl import app, flags, logging  # pylint: disable=wrong-import-position
 from ml_collections import config_flags  # pylint: disable=wrong-import-position
 
 from gmdgm_tf import (callbacks, checkpoints, config, data, distribute,  # pylint: disable=wrong-import-position
-                      experiment, rundir)
+                      experiment, export, rundir)
 
-# Errors that are the user's to fix: one line on stderr, exit code 2.
+# Errors that are the user's to fix: one line on stderr, exit code 2. Only the package's
+# own classes: any other error (a bug, in this package or below it) keeps its traceback.
 USER_ERRORS = (config.ConfigError, data.DataError, rundir.RunDirError, rundir.WriteError,
                checkpoints.CheckpointError, callbacks.NonFiniteLossError,
-               distribute.StrategyError, FileNotFoundError, ValueError)
+               distribute.StrategyError, export.ExportError)
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
                                 lock_config=True)
@@ -88,7 +89,7 @@ def main(argv):
     try:
         export_dir = flags.FLAGS.export_dir
         if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir):
-            raise ValueError(f"--export_dir {export_dir} exists and is not empty")
+            raise export.ExportError(f"--export_dir {export_dir} exists and is not empty")
         experiment.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir,
                                       fresh=flags.FLAGS.fresh, export_dir=export_dir)
     except callbacks.Interrupted as e:

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs and the team's MNIST copy (skipped when absent)."""
 
 import os
+import re
 
 import pytest
 
@@ -28,3 +29,13 @@ def data_config(**fields):
     whole = config.base_config()
     whole.data.update(fields)
     return config.validate(whole).data
+
+
+# A path from the root of a file system: "/" opening a token (after a space, quote, "=",
+# "(", "[" or backquote) and followed by a name and another "/" (not "https://...").
+_ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'=(\[`])(/[\w.-]+/[^\s"'`)\],]*)""")
+
+
+def absolute_paths(text):
+    """-> the absolute paths in text (a run record, a report...)."""
+    return _ABSOLUTE_PATH.findall(text)

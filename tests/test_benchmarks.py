@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A script's own folder, not the current one, leads sys.path: the package under test is
+# this checkout's, not whichever is installed.
+THIS_CHECKOUT = dict(os.environ, PYTHONPATH=ROOT)
 
 
 def test_train_step_benchmark_smoke(tmp_path):
@@ -37,7 +40,8 @@ def test_time_to_accuracy_smoke_with_a_user_callback(tmp_path):
            f"--workdir={workdir}", "--minutes=5", "--target=0.0", "--config.train.epochs=3",
            "--config.train.restarts=3", "--config.train.restart_epochs=1",
            f"--summaries={tmp_path / 'filed'}"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                   env=THIS_CHECKOUT)
     result = json.loads((workdir / "time_to_accuracy.json").read_text())
     assert [r["epoch"] for r in result["epochs"]] == [1, 2, 3]
     # best-of-3 restarts cannot share a time budget: one initialisation is timed
@@ -80,3 +84,16 @@ def test_time_to_accuracy_smoke_with_a_user_callback(tmp_path):
     mean, sd = sum(both) / 2, abs(both[0] - both[1]) / 2 ** 0.5  # sample SD of two values
     last = (tmp_path / "filed" / "summary.md").read_text().splitlines()[-1]
     assert last == f"Time to 0 %: {mean:.1f} ({sd:.1f}) min over 2 runs."
+
+
+def test_time_to_accuracy_refuses_an_empty_workdir(tmp_path):
+    """--workdir=$UNSET: one line, exit 2, nothing trained or written."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "time_to_accuracy.py"),
+         f"--config={os.path.join(ROOT, 'configs', 'digits_gmdgm.py')}:smoke", "--workdir="],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+        env=THIS_CHECKOUT)
+    assert proc.returncode == 2
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        "error: --workdir is empty (an unset shell variable?); give a directory"]
+    assert os.listdir(tmp_path) == []

@@ -302,6 +302,57 @@ def test_cli_refuses_non_empty_export_dir_before_training(tmp_path):
     assert not (tmp_path / "run").exists() and (export_dir / "keep.txt").exists()
 
 
+def test_cli_refuses_an_empty_workdir_before_writing(tmp_path):
+    """--workdir=$UNSET (even with --fresh) is one line, and the run files in the current
+    directory are left alone."""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "history.jsonl").write_text("")
+    result = subprocess.run([sys.executable, "-m", "gmdgm_tf.train",
+                             f"--config={REPO}/configs/digits_gmdgm.py:smoke", "--workdir=",
+                             "--fresh"], cwd=tmp_path, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: workdir is empty (an unset shell variable?); give a directory"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "history.jsonl"]
+    assert (tmp_path / "config.json").read_text() == "{}"
+
+
+INTERNAL_ERRORS = r"""
+import sys
+from gmdgm_tf import config, experiment, train
+
+def raising(error):
+    def train_and_evaluate(*args, **kwargs):
+        raise error
+    return train_and_evaluate
+
+rest = train.parse_flags(sys.argv)
+for error in (ValueError("a shape bug"), FileNotFoundError("a lost file"),
+              config.ConfigError("a bad value")):
+    experiment.train_and_evaluate = raising(error)
+    try:
+        train.main(rest)
+    except SystemExit as e:
+        print(type(error).__name__, "exit", e.code)
+    except Exception as e:
+        print(type(error).__name__, "raised", type(e).__name__)
+"""
+
+
+def test_cli_keeps_the_traceback_of_an_error_that_is_not_the_users(tmp_path):
+    """Only the package's own error classes become one line and exit 2: a ValueError or
+    FileNotFoundError from inside (Keras, TensorFlow, a bug) propagates."""
+    result = subprocess.run([sys.executable, "-c", INTERNAL_ERRORS,
+                             "--config=configs/digits_gmdgm.py:smoke",
+                             f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.stdout.splitlines() == ["ValueError raised ValueError",
+                                          "FileNotFoundError raised FileNotFoundError",
+                                          "ConfigError exit 2"], result.stderr[-2000:]
+    assert result.stderr.count("error: a bad value") == 1
+
+
 # ------------------------------------------------------------------- reliability
 
 
@@ -612,7 +663,7 @@ def test_run_and_export_on_a_tf_filesystem(tmp_path):
     finished = rundir.load_run(f"{root}/run")
     assert finished.meta.class_names == ["a", "b", "c", "d"]
     meta = json.loads(tf.io.gfile.GFile(f"{root}/export/{export.METADATA_FILE}").read())
-    assert meta["class_names"] == ["a", "b", "c", "d"] and meta["workdir"] == f"{root}/run"
+    assert meta["class_names"] == ["a", "b", "c", "d"] and meta["run"] == "run"
     loaded = tf.saved_model.load(f"{root}/export")  # kept: its functions need its variables
     served = loaded.classify(images[200:210])
     assert served["label"].shape == (10,) and set(served["label"].numpy()) <= {-1, 0, 1, 2, 3}

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gmdgm_tf import data, experiment, export, predict, rundir
-from conftest import REPO, load_config
+from gmdgm_tf import data, experiment, export, machine, predict, rundir
+from conftest import REPO, absolute_paths, load_config
 
 N = 16
 SAMPLE = dict(slot=3, num=5, seed=(7, 11))
@@ -152,6 +152,11 @@ def test_signatures_and_metadata(run):
     np.testing.assert_array_equal(run.loaded.slot_to_class.numpy(), meta["slot_map"])
     assert run.loaded.uint8_divisor.numpy() == 16.0
     assert not [n for n in os.listdir(run.root) if n.startswith(".")]  # no temporary left
+    # the run's name and the code's commit, no path of this machine
+    assert meta["run"] == "run" and meta["commit"] == machine.code_commit()
+    with open(os.path.join(run.export_dir, export.METADATA_FILE), encoding="utf-8") as f:
+        text = f.read()
+    assert not absolute_paths(text) and str(run.root) not in text
 
 
 def test_metadata_lists_every_signatures_inputs_and_outputs(run):
@@ -430,6 +435,41 @@ def test_workdir_without_checkpoint_is_a_clear_error(run, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["run"]
 
 
+def export_cli(monkeypatch, **values):
+    """Runs export.main in-process with these flag values (export defines its flags only
+    when run as a program)."""
+    flag_values = dict(workdir=None, export_dir=None, overwrite=False, protocol="heldout")
+    monkeypatch.setattr(export, "flags", types.SimpleNamespace(
+        FLAGS=types.SimpleNamespace(**{**flag_values, **values})))
+    export.main(["export"])
+
+
+@pytest.mark.parametrize("empty", ["workdir", "export_dir"])
+def test_export_cli_refuses_an_empty_directory_in_one_line(run, tmp_path, monkeypatch, capsys,
+                                                            empty):
+    """--workdir=$UNSET or --export_dir=$UNSET: not the current directory (with --overwrite
+    an empty export_dir would have replaced it)."""
+    monkeypatch.chdir(tmp_path)
+    values = {"workdir": run.workdir, "export_dir": str(tmp_path / "out"), empty: ""}
+    with pytest.raises(SystemExit) as exit_info:
+        export_cli(monkeypatch, overwrite=True, **values)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"error: {empty} is empty (an unset shell variable?); "
+                                       "give a directory\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_cli_keeps_the_traceback_of_an_error_that_is_not_the_users(run, tmp_path,
+                                                                           monkeypatch):
+    """A ValueError from inside (TensorFlow, a bug) propagates; the package's own errors
+    are one line (above)."""
+    def export_run(*args):
+        raise ValueError("a shape bug")
+    monkeypatch.setattr(export, "export_run", export_run)
+    with pytest.raises(ValueError, match="a shape bug"):
+        export_cli(monkeypatch, workdir=run.workdir, export_dir=str(tmp_path / "out"))
+
+
 # ----------------------------------------------------------------------- predict CLI
 
 
@@ -611,6 +651,41 @@ def test_predict_input_and_output_errors(run, tmp_path):
         predict.predict(str(tmp_path), str(tmp_path / "empty"))
     with pytest.raises(predict.PredictError, match=r"\.json, \.jsonl or \.csv"):
         predict.check_output(str(tmp_path / "p.txt"))
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{}", "missing or invalid: image_shape, uint8_divisor, dataset, class_names, "
+           "slot_map_protocol"),
+    ("[]", "not a JSON object"),
+    ('{"format": "gmdgm_tf.export/1", "image_shape": [8, 8]', "Expecting"),
+    (None, "missing or invalid: image_shape"),   # the real file, image_shape [8]
+    (None, "missing or invalid: class_names"),   # the real file without class_names
+])
+def test_predict_names_a_damaged_metadata_file_in_one_line(run, tmp_path, text, problem):
+    export_dir = tmp_path / "export"
+    shutil.copytree(run.export_dir, export_dir)
+    path = export_dir / predict.METADATA_FILE
+    if text is None:
+        metadata = json.loads(path.read_text())
+        if "image_shape" in problem:
+            metadata["image_shape"] = [8]
+        else:
+            del metadata["class_names"]
+        text = json.dumps(metadata)
+    path.write_text(text)
+    np.save(tmp_path / "x.npy", run.images_uint8)
+    with pytest.raises(predict.PredictError) as info:
+        predict.predict(str(export_dir), str(tmp_path / "x.npy"))
+    message = str(info.value)
+    assert message.startswith(f"{path} is damaged (") and problem in message
+    assert "\n" not in message
+    if text == "{}":   # the CLI: that line, exit status 2
+        proc = subprocess.run([sys.executable, "-m", "gmdgm_tf.predict",
+                               f"--export_dir={export_dir}", f"--images={tmp_path / 'x.npy'}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [f"error: {message}"]
 
 
 def test_predict_imports_only_tensorflow_numpy_absl():

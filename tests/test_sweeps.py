@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from gmdgm_tf import filenames
+from gmdgm_tf import filenames, machine
 from gmdgm_tf.sweeps import report, run
-from conftest import REPO, load_config
+from conftest import REPO, absolute_paths, load_config
 
 DIGITS = os.path.join(REPO, "configs", "digits_gmdgm.py")
 
@@ -248,6 +248,13 @@ def test_recipe_parsing_and_bad_input():
             run.Recipe.parse(bad)
 
 
+def test_asked_epochs_are_the_override_else_the_config_files():
+    assert run.asked_epochs(run.Recipe.parse(f"gm={DIGITS}:smoke,train.epochs=7")) == 7
+    assert run.asked_epochs(run.Recipe.parse(f"gm={DIGITS}:smoke")) == 2   # config.shrink
+    assert run.asked_epochs(run.Recipe.parse(f"gm={DIGITS}")) == \
+        load_config("digits_gmdgm").train.epochs
+
+
 def test_seeds():
     assert run.parse_seeds("5") == [0, 1, 2, 3, 4]
     assert run.parse_seeds("1") == [0]
@@ -361,6 +368,89 @@ def test_commands_parse_as_the_train_entry_point_does(tmp_path, monkeypatch):
     expected.train.epochs, expected.train.max_minutes = 3, 0.5
     assert fv.workdir == sweep_run.workdir
     assert fv.config.to_json() == expected.to_json()
+
+
+def test_runner_record_is_portable(tmp_path, monkeypatch):
+    """runner.json names the config file relative to the checkout, the overrides and the
+    commit, and its command trains the same experiment from the checkout's root: no
+    absolute path, no field that names a place on this machine."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+    recipe = run.Recipe.parse(f"m2={DIGITS}:smoke,model.name=m2,train.tpu_address=grpc://t:1",
+                              common=[("data.tfds_dir", str(tmp_path / "tfds")),
+                                      ("train.epochs", "3")])
+    r = run.plan([recipe], [4], str(tmp_path / "out"))[0]
+    monkeypatch.setattr(run.Run, "command", lambda self: [sys.executable, "-c", "pass"])
+    assert run.train(r) == 0
+    with open(os.path.join(r.workdir, filenames.RUNNER_RECORD), encoding="utf-8") as f:
+        text = f.read()
+    record = json.loads(text)
+    assert record["config"] == "configs/digits_gmdgm.py:smoke"
+    assert record["overrides"] == ["train.epochs=3", "model.name=m2"]
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()   # the tests run in a checkout
+    assert record["commit"] == head == record["attempts"][-1]["commit"]
+    assert (record["recipe"], record["seed"], record["machine"]) == ("m2", 4, machine.describe())
+    assert {"attempts", "wall_seconds"} <= set(record)
+    assert not absolute_paths(text) and "tfds" not in text
+    assert record["command"] == (
+        "python -m gmdgm_tf.train --config=configs/digits_gmdgm.py:smoke "
+        f"--workdir={os.path.relpath(r.workdir, REPO)} --config.seed=4 "
+        "--config.train.epochs=3 --config.model.name=m2")
+    # run from the checkout's root, it parses to the config the sweep trained (the
+    # machine's fields aside)
+    monkeypatch.chdir(REPO)
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+    flags.DEFINE_string("workdir", None, "", flag_values=fv)
+    argv = ["train"] + record["command"].split()[3:]
+    monkeypatch.setattr(sys, "argv", argv)
+    fv(argv)
+    expected = load_config("digits_gmdgm", "smoke")
+    expected.model.name, expected.seed, expected.train.epochs = "m2", 4, 3
+    assert fv.config.to_json() == expected.to_json()
+    assert os.path.abspath(fv.workdir) == r.workdir
+
+
+def test_code_commit_is_none_outside_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "REPO", str(tmp_path))
+    assert machine.code_commit() is None
+    (tmp_path / "sub").mkdir()   # a folder inside a checkout is not a checkout of its own
+    monkeypatch.setattr(machine, "REPO", os.path.join(REPO, "gmdgm_tf"))
+    assert machine.code_commit() is None
+
+
+def test_a_filed_config_leaves_out_the_machines_fields(tmp_path):
+    """The filed config.json blanks data.dir, data.tfds_dir, train.tpu_address; the
+    workdir's keeps them (a resume reads them)."""
+    r = run.plan([run.Recipe.parse(f"gm={DIGITS}:smoke")], [0], str(tmp_path / "out"))[0]
+    os.makedirs(r.workdir)
+    config = {"seed": 0, "data": {"source": "mnist", "dir": "/data/mnist",
+                                  "tfds_dir": "/data/tfds"},
+              "train": {"epochs": 2, "tpu_address": "grpc://10.0.0.2:8470"}}
+    with open(os.path.join(r.workdir, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    filed = run.file_summary(r, str(tmp_path / "summaries"))
+    with open(os.path.join(filed, "config.json"), encoding="utf-8") as f:
+        assert json.load(f) == {"seed": 0, "data": {"source": "mnist", "dir": "", "tfds_dir": ""},
+                                "train": {"epochs": 2, "tpu_address": ""}}
+    with open(os.path.join(r.workdir, "config.json"), encoding="utf-8") as f:
+        assert json.load(f) == config
+
+
+@pytest.mark.parametrize("flag", ["out", "summaries"])
+def test_an_empty_directory_flag_is_refused(tmp_path, flag):
+    """--out=$UNSET would put the runs in the current directory: refused in one line."""
+    args = {"out": str(tmp_path / "out"), "summaries": str(tmp_path / "summaries"), flag: ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gmdgm_tf.sweeps.run", f"--out={args['out']}",
+         f"--summaries={args['summaries']}", f"--recipe=gm={DIGITS}:smoke"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --{flag} is empty (an unset shell variable?); give a directory"]
+    assert os.listdir(tmp_path) == []
 
 
 # ------------------------------------------------------------------------- end to end

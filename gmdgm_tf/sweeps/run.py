@@ -14,13 +14,19 @@ so a sweep stopped part-way leaves comparable seeds for every recipe.
 
 As each run finishes, its small summary (SUMMARY_FILES: config, history, metrics, data
 metadata, figures, the runner's record; never weights or checkpoints) is copied to
-SUMMARIES/NAME_seedK/, ready to commit; `gmdgm_tf.sweeps.report` builds the table from
-those folders alone. Rerunning the same command skips runs whose summary is filed and
-resumes interrupted ones from their checkpoints; a finished run asked for more epochs
-resumes and trains on, or, when its workdir is gone (filed from another machine), trains
-again from scratch: a filed summary counts only for the epochs it trained. The runner's
-record (runner.json) lists every attempt with its seconds, one killed with its sweep too
-(closed as "interrupted" when the run resumes), so wall_seconds is the whole run's.
+SUMMARIES/NAME_seedK/, ready to commit, with the fields that name places on this machine
+(config.MACHINE_ONLY: data.dir, ...) blanked in its config.json; `gmdgm_tf.sweeps.report`
+builds the table from those folders alone. Rerunning the same command skips runs whose
+summary is filed and resumes interrupted ones from their checkpoints; a finished run
+asked for more epochs resumes and trains on, or, when its workdir is gone (filed from
+another machine), trains again from scratch: a filed summary counts only for the epochs
+it trained. The runner's record (runner.json) lists every attempt with its seconds, one
+killed with its sweep too (closed as "interrupted" when the run resumes), so wall_seconds
+is the whole run's. It reads the same on any machine: the config file relative to the
+checkout (with its :ARG), the overrides as FIELD=VALUE and the `python -m gmdgm_tf.train`
+command they make (both without the MACHINE_ONLY fields), the git commit of the code
+(None outside a checkout; each attempt keeps its own), recipe, seed and a description of
+the machine (no paths).
 """
 
 import dataclasses
@@ -35,6 +41,7 @@ from typing import Optional
 
 from absl import app, flags, logging
 
+from gmdgm_tf import config as config_lib
 from gmdgm_tf import filenames, machine
 
 # Files of a run directory that make its summary (small; no weights, no checkpoints).
@@ -73,6 +80,21 @@ class Recipe:
             raise SweepError(f"--recipe {name}: config file not found: {path}")
         return cls(name, os.path.abspath(path), arg or None, tuple(overrides))
 
+    @property
+    def spec(self):
+        """CONFIG_FILE[:ARG] as --config= takes it (the file's absolute path)."""
+        return self.config_file + self._arg
+
+    @property
+    def _arg(self):
+        return f":{self.config_arg}" if self.config_arg else ""
+
+    def portable(self):
+        """-> (CONFIG_FILE[:ARG] relative to the checkout, ["FIELD=VALUE", ...]): what a run
+        record keeps, without the fields that name places on this machine."""
+        return (machine.portable_path(self.config_file) + self._arg,
+                [f"{k}={v}" for k, v in self.overrides if k not in config_lib.MACHINE_ONLY])
+
 
 def parse_seeds(text):
     """'5' -> [0, 1, 2, 3, 4] (N seeds: 0..N-1); '2-4' -> [2, 3, 4]; '3,7' -> [3, 7]."""
@@ -108,11 +130,19 @@ class Run:
 
     def command(self):
         """The `python -m gmdgm_tf.train` argv that trains this run."""
-        config = self.recipe.config_file + (f":{self.recipe.config_arg}"
-                                            if self.recipe.config_arg else "")
-        return ([sys.executable, "-m", "gmdgm_tf.train", f"--config={config}",
+        return ([sys.executable, "-m", "gmdgm_tf.train", f"--config={self.recipe.spec}",
                  f"--workdir={self.workdir}", f"--config.seed={self.seed}"]
                 + [f"--config.{k}={v}" for k, v in self.recipe.overrides])
+
+    def portable(self):
+        """-> the record's {"config", "overrides", "command"}: the command as one line from
+        the checkout's root, no absolute paths, no MACHINE_ONLY fields."""
+        config, overrides = self.recipe.portable()
+        workdir = machine.portable_path(self.workdir)
+        command = " ".join(["python -m gmdgm_tf.train", f"--config={config}",
+                            f"--workdir={workdir}", f"--config.seed={self.seed}"]
+                           + [f"--config.{o}" for o in overrides])
+        return {"config": config, "overrides": overrides, "command": command}
 
 
 def plan(recipes, seeds, out):
@@ -134,13 +164,10 @@ def read_json(path, default=None):
 
 def asked_epochs(recipe):
     """The train.epochs a recipe asks for: its override, else its config file's."""
-    if "train.epochs" in dict(recipe.overrides):
-        return int(dict(recipe.overrides)["train.epochs"])
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    spec = importlib.util.spec_from_file_location("sweep_config", recipe.config_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.get_config(recipe.config_arg).train.epochs)
+    overrides = dict(recipe.overrides)  # text values: train.epochs is the one read here
+    if "train.epochs" in overrides:
+        return int(overrides["train.epochs"])
+    return int(config_lib.load(recipe.spec).train.epochs)
 
 
 def finished_epochs(folder):
@@ -162,16 +189,35 @@ def finished_epochs(folder):
     return read_json(os.path.join(folder, filenames.CONFIG), {}).get("train", {}).get("epochs")
 
 
+def without_machine_fields(config):
+    """config.json's dict with its MACHINE_ONLY fields blanked (in place) -> it."""
+    for field in config_lib.MACHINE_ONLY:
+        section, name = field.split(".")
+        if name in config.get(section, {}):
+            config[section][name] = ""
+    return config
+
+
+def copy_summary_files(workdir, dest, names=SUMMARY_FILES):
+    """Copies the files `names` that workdir holds into the directory dest, config.json
+    without its MACHINE_ONLY values (the workdir's keeps them: a resume reads them)."""
+    for name in names:
+        src = os.path.join(workdir, name)
+        if name == filenames.CONFIG and os.path.exists(src):
+            with open(os.path.join(dest, name), "w", encoding="utf-8") as f:
+                json.dump(without_machine_fields(read_json(src)), f, indent=1)
+        elif os.path.exists(src):
+            shutil.copy2(src, dest)
+
+
 def file_summary(run, summaries):
-    """Copies the run's SUMMARY_FILES to summaries/<name>/ (atomically: a temp dir renamed)."""
+    """Copies the run's SUMMARY_FILES to summaries/<name>/ (atomically: a temp dir renamed),
+    as copy_summary_files does."""
     dest = os.path.join(summaries, run.name)
     tmp = dest + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for name in SUMMARY_FILES:
-        src = os.path.join(run.workdir, name)
-        if os.path.exists(src):
-            shutil.copy2(src, tmp)
+    copy_summary_files(run.workdir, tmp)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest
@@ -182,7 +228,8 @@ def _write_record(run, record):
     record["wall_seconds"] = round(sum(a["seconds"] for a in record["attempts"]), 1)
     record["recipe"] = run.recipe.name
     record["seed"] = run.seed
-    record["command"] = " ".join(run.command())
+    record.update(run.portable())
+    record["commit"] = record["attempts"][-1].get("commit")  # the last attempt's code
     record["machine"] = machine.describe()
     path = os.path.join(run.workdir, filenames.RUNNER_RECORD)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -204,7 +251,8 @@ def _start_attempt(run):
             last = os.path.getmtime(log) if os.path.exists(log) else started
             attempt.update(status="interrupted", seconds=round(max(0.0, last - started), 1))
     record["attempts"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
-                               "seconds": 0.0, "status": "running"})
+                               "seconds": 0.0, "status": "running",
+                               "commit": machine.code_commit()})
     _write_record(run, record)
     return record
 
@@ -263,6 +311,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     try:
+        for name in ("out", "summaries"):  # "" would be the current directory
+            if not getattr(f, name).strip():
+                raise SweepError(f"--{name} is empty (an unset shell variable?); give a "
+                                 "directory")
         common = []
         for item in f.set:
             key, sep, value = item.partition("=")
