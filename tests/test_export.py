@@ -211,14 +211,20 @@ def test_inference_module_refuses_inconsistent_arguments(run):
             export.InferenceModule(**{**good, **change})
 
 
-def test_separate_process_matches_model(run, tmp_path):
-    """Every signature, run in a process without gmdgm_tf or TFP, against the Keras model."""
+def client_outputs(run, tmp_path):
+    """Every signature's outputs on run.images and SAMPLE, from a process that loads the
+    export without gmdgm_tf or TFP (CLIENT) -> {"<signature>/<output>": array}."""
     np.savez(tmp_path / "in.npz", float=run.images, uint8=run.images_uint8,
              slot=SAMPLE["slot"], num=SAMPLE["num"], seed=np.array(SAMPLE["seed"], np.int32))
     (tmp_path / "client.py").write_text(CLIENT)
     run_python([str(tmp_path / "client.py"), run.export_dir, str(tmp_path / "in.npz"),
                 str(tmp_path / "out.npz")], cwd=tmp_path)
-    got = dict(np.load(tmp_path / "out.npz"))
+    return dict(np.load(tmp_path / "out.npz"))
+
+
+def test_separate_process_matches_model(run, tmp_path):
+    """Every signature, run in a process without gmdgm_tf or TFP, against the Keras model."""
+    got = client_outputs(run, tmp_path)
     ref = reference(run, run.images)
     tol = dict(rtol=1e-5, atol=1e-5)
     for prefix in ("classify", "classify_uint8", "serving_default", "classify_rank4"):
@@ -725,12 +731,7 @@ def test_an_auxiliary_model_serves_every_signature_alone_and_predicts_per_image(
     in a process without gmdgm_tf or TFP, gives the Keras model's numbers whatever the
     batch; predict reads it like any export."""
     aux = trained_export(tmp_path, "agmdgm")
-    np.savez(tmp_path / "in.npz", float=aux.images, uint8=aux.images_uint8,
-             slot=SAMPLE["slot"], num=SAMPLE["num"], seed=np.array(SAMPLE["seed"], np.int32))
-    (tmp_path / "client.py").write_text(CLIENT)
-    run_python([str(tmp_path / "client.py"), aux.export_dir, str(tmp_path / "in.npz"),
-                str(tmp_path / "out.npz")], cwd=tmp_path)
-    got = dict(np.load(tmp_path / "out.npz"))
+    got = client_outputs(aux, tmp_path)
     x = aux.images.reshape(N, -1)[:, np.asarray(aux.meta.pixel_mask, bool)]
     embedding = {k: v.numpy() for k, v in aux.model.embed(x).items()}
     tol = dict(rtol=1e-5, atol=1e-5)
