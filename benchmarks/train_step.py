@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from gmdgm_tf import config as config_lib
-from gmdgm_tf import filenames, models
+from gmdgm_tf import filenames, models, registry
 from gmdgm_tf.machine import peak_rss_mib
 from gmdgm_tf.models import reference
 
@@ -47,7 +47,8 @@ flags.DEFINE_string("out", "benchmarks/results", "Output directory.")
 flags.DEFINE_integer("rounds", 8, "Interleaved timing rounds over all configurations.")
 flags.DEFINE_integer("steps_per_round", 6, "Timed steps per configuration per round.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first.")
-flags.DEFINE_list("configs", ["configs/mnist_gmdgm.py", "configs/mnist_m2.py"],
+flags.DEFINE_list("configs", ["configs/mnist_gmdgm.py", "configs/mnist_m2.py",
+                              "configs/mnist_agmdgm.py", "configs/mnist_am2.py"],
                   "Config files (as --config of gmdgm_tf.train) of the models to time; the "
                   "shape flags below override their networks.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Precisions to time.")
@@ -104,18 +105,34 @@ def gemm_rate(n, k, m, dtype, chain=16, repeats=7):
     return 2 * n * k * m * chain / (ms / 1000) / 1e9
 
 
-def step_flops(model_name, b, slots, dim, hidden, z_dim):
-    """Analytic forward+backward matmul FLOPs of one training step."""
+def step_flops(model_name, b, slots, dim, hidden, z_dim, aux_dim=0):
+    """Analytic forward+backward matmul FLOPs of one training step (aux_dim: the
+    auxiliary models' a, 0 for GM-DGM and M2)."""
     rows_x, rows_slot = 2 * b, b + b * slots   # examples; (example, slot) pairs
     layers = []  # (rows, in, out, fed_by_data)
-    layers += [(rows_x, dim, hidden, True), (rows_x, hidden, hidden, False),
-               (rows_x, hidden, slots, False)]                       # q(y|x)
-    layers += [(rows_x, dim, hidden, True), (rows_slot, hidden, hidden, False),
+    for _ in ("q(y|x)", "q(z|x,y)"):  # first layers on x (and a): once per example
+        layers += [(rows_x, dim, hidden, True)]
+        layers += [(rows_x, aux_dim, hidden, False)] if aux_dim else []
+    layers += [(rows_x, hidden, hidden, False), (rows_x, hidden, slots, False)]  # q(y|x)
+    layers += [(rows_slot, hidden, hidden, False),
                (rows_slot, hidden, 2 * z_dim, False)]               # q(z|x,y), W_x shared
     layers += [(rows_slot, z_dim, hidden, False), (rows_slot, hidden, hidden, False),
                (rows_slot, hidden, dim, False)]                     # p(x|z) or p(x|y,z)
-    del model_name  # M2's decoder differs only by the cheap W_y row
+    if aux_dim:
+        layers += [(rows_x, dim, hidden, True), (rows_x, hidden, hidden, False),
+                   (rows_x, hidden, 2 * aux_dim, False)]            # q(a|x)
+        layers += [(rows_slot, z_dim, hidden, False), (rows_slot, hidden, hidden, False),
+                   (rows_slot, hidden, 2 * aux_dim, False)]         # p(a|y,z), p(a|x,y,z)
+        if model_name == "am2":
+            layers += [(rows_x, dim, hidden, True)]                 # p(a|x,.)'s W_x x
+    # M2's decoder differs only by the cheap W_y row
     return sum((4 if data else 6) * n * a * c for n, a, c, data in layers)
+
+
+def aux_dim(model_config):
+    """The auxiliary a's dimensions of a config.model: 0 for a model without a."""
+    spec = registry.get(model_config.name)
+    return model_config.aux_dim if "aux_dim" in spec.model_class().CONFIG_FIELDS else 0
 
 
 def load_config(path, cfg):
@@ -237,8 +254,10 @@ def main(argv):
         peaks[precision] = {"gflops": max(rates.values()), "by_shape": rates}
         print(f"GEMM {precision}: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
 
-    flops = step_flops("gmdgm", b, FLAGS.slots, FLAGS.dim, FLAGS.hidden, FLAGS.z_dim)
     configs = {load_config(path, cfg).model.name: path for path in FLAGS.configs}
+    flops = {name: step_flops(name, b, FLAGS.slots, FLAGS.dim, FLAGS.hidden, FLAGS.z_dim,
+                              aux_dim(load_config(path, cfg).model))
+             for name, path in configs.items()}
     runs = [(m, p, mode, False) for m in configs for p in FLAGS.precisions
             for mode in FLAGS.modes] if FLAGS.time_steps else []
     if FLAGS.naive and FLAGS.time_steps:
@@ -249,7 +268,7 @@ def main(argv):
     results = []
     for (name, precision, mode, naive), times in per_round.items():
         ms = float(np.median(times))
-        gflops = flops / (ms / 1000) / 1e9
+        gflops = flops[name] / (ms / 1000) / 1e9
         results.append(dict(
             model=name, precision=precision, mode=mode,
             variant="naive slot loop" if naive else "vectorised",
@@ -280,7 +299,8 @@ def main(argv):
     meta = dict(machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 tensorflow=tf.__version__,
                 threads=dict(intra=FLAGS.intra_op_threads, inter=FLAGS.inter_op_threads),
-                step_gflop=round(flops / 1e9, 2), batch=2 * b, shapes=cfg,
+                step_gflop={name: float(f"{f / 1e9:.3g}") for name, f in flops.items()},
+                batch=2 * b, shapes=cfg,
                 rounds=FLAGS.rounds, steps_per_round=FLAGS.steps_per_round)
     os.makedirs(FLAGS.out, exist_ok=True)
     with open(os.path.join(FLAGS.out, "train_step.json"), "w", encoding="utf-8") as f:
@@ -293,9 +313,10 @@ def main(argv):
 
 
 def markdown(meta, peaks, results, epochs, threads):
+    gflop = ", ".join(f"{name} {g}" for name, g in meta["step_gflop"].items())
     lines = [f"Step = {meta['batch']} examples ({meta['batch'] // 2} labelled + "
-             f"{meta['batch'] // 2} unlabelled), {FLAGS.slots} slots, {meta['step_gflop']} "
-             f"GFLOP (analytic). Machine: {meta['machine']}, TF {meta['tensorflow']}. GEMM "
+             f"{meta['batch'] // 2} unlabelled), {FLAGS.slots} slots, GFLOP (analytic): "
+             f"{gflop}. Machine: {meta['machine']}, TF {meta['tensorflow']}. GEMM "
              f"peak fp32 {peaks['float32']['gflops']:.0f} GFLOP/s, bf16 "
              f"{peaks['mixed_bfloat16']['gflops']:.0f} GFLOP/s. ms/step: median over "
              f"{meta['rounds']} interleaved rounds (best round in brackets).", ""]

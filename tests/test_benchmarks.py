@@ -15,14 +15,17 @@ def test_train_step_benchmark_smoke(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "train_step.py"), f"--out={out}",
            "--hidden=16", "--z_dim=4", "--dim=20", "--slots=3", "--batch=8",
-           "--modes=graph", f"--configs={os.path.join(ROOT, 'configs', 'mnist_gmdgm.py')}",
+           "--modes=graph", "--configs=" + ",".join(
+               os.path.join(ROOT, "configs", f"mnist_{m}.py") for m in ("gmdgm", "agmdgm")),
            "--rounds=2", "--steps_per_round=2", "--warmup=1", "--data_dir=",
            "--threads_grid=1:1"]
     # from another directory: the benchmark takes config files as arguments
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     result = json.loads((out / "train_step.json").read_text())
     rows = {(r["model"], r["precision"], r["variant"]): r for r in result["results"]}
-    assert len(rows) == 4  # 2 precisions x (vectorised, naive)
+    assert len(rows) == 8  # 2 models x 2 precisions x (vectorised, naive)
+    gflop = result["meta"]["step_gflop"]
+    assert gflop["agmdgm"] > gflop["gmdgm"] > 0  # q(a|x) and p(a|y,z) counted
     for key, row in rows.items():
         assert row["ms_per_step"] > 0 and row["fraction_of_peak"] > 0, key
         assert ("speedup_vs_naive" in row) == (key[2] == "vectorised"), key

@@ -64,7 +64,7 @@ def _flat(config, prefix=""):
     return out
 
 
-@pytest.mark.parametrize("model", ["gmdgm", "m2"])
+@pytest.mark.parametrize("model", ["gmdgm", "m2", "agmdgm", "am2"])
 def test_a_fast_config_departs_from_the_paper_only_where_its_docstring_says(model):
     """config.fast_recipe's three shared settings, plus each model's own: a setting added to
     one fast config (or to the shared recipe) must be named here to pass."""
@@ -74,8 +74,18 @@ def test_a_fast_config_departs_from_the_paper_only_where_its_docstring_says(mode
               "data.prior_rule": "uniform"}
     own = {"gmdgm": {"train.epochs": 50, "train.restarts": 3, "train.restart_epochs": 5,
                      "optimizer.decay_epoch": 40},
-           "m2": {"train.epochs": 20}}[model]
+           "m2": {"train.epochs": 20}}[{"agmdgm": "gmdgm", "am2": "m2"}.get(model, model)]
     assert {k: v for k, v in fast.items() if paper[k] != v} == {**shared, **own}
+
+
+@pytest.mark.parametrize("auxiliary, plain", [("agmdgm", "gmdgm"), ("am2", "m2")])
+@pytest.mark.parametrize("suffix", ["", "_fast"])
+def test_an_auxiliary_models_configs_are_its_plain_models_but_for_the_name(auxiliary, plain,
+                                                                         suffix):
+    """AGM-DGM and AM2 rows differ from GM-DGM's and M2's by the auxiliary a alone."""
+    aux, base = (_flat(config_lib.load(os.path.join(REPO, "configs", f"mnist_{m}{suffix}.py"))
+                       .to_dict()) for m in (auxiliary, plain))
+    assert {k: v for k, v in aux.items() if base[k] != v} == {"model.name": auxiliary}
 
 
 def test_unknown_config_argument_is_refused():

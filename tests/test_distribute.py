@@ -383,7 +383,7 @@ def _check_rng(tmp):
     experiment.train_and_evaluate(unsupervised, os.path.join(tmp, "unsupervised"))
     with open(os.path.join(tmp, "unsupervised", "history.jsonl"), encoding="utf-8") as f:
         unsupervised_keys = sorted(k for k in json.loads(f.readline())
-                                   if not k.startswith("val_")
+                                   if not k.startswith(("val_", "test_"))
                                    and k not in ("epoch", "seconds", "learning_rate"))
 
     odd = _tiny_config("mirrored")

@@ -280,7 +280,7 @@ def test_cli_prints_one_line_error_and_writes_nothing(tmp_path):
                             capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: unknown model 'vae'; choose one of ['gmdgm', 'm2']")
+        "error: unknown model 'vae'; choose one of ['gmdgm', 'm2', 'agmdgm', 'am2']")
     assert not workdir.exists()
     # the resolved config is logged first; TensorFlow's C++ INFO lines are off by default
     assert "config:\n" in result.stderr and "  name: vae" in result.stderr
