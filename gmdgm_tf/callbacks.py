@@ -1,12 +1,15 @@
 """The training loop's jobs as Keras callbacks, so `fit` runs once over all epochs and a
 user can add callbacks of their own (`train_and_evaluate(..., callbacks=[...])`).
 
-At the end of an epoch they run in this order, each seeing the logs the earlier ones
-added: EpochTimer (seconds), Validation (val_* metrics, best epoch, best weights),
-Checkpointing (the epoch's checkpoint), HistoryWriter (history.jsonl), TensorBoard,
-Progress (the log line), WallClockBudget, PreemptionGuard. Per step: NonFiniteGuard
-(stop on NaN/inf, naming the terms), Checkpointing (every N steps), PreemptionGuard
-(SIGTERM/SIGINT: checkpoint at this step boundary, then stop).
+One `Loop` object owns where training stands (epoch, step, the best validation result,
+the checkpoint); `LoopCounter`, first in the list, advances it, and every callback that
+needs the position reads it from there, never from another callback. `loop_callbacks`
+gives the list in its one order. At the end of an epoch, each seeing the logs the earlier
+ones added: LearningRate (the epoch's rate), EpochTimer (seconds), Validation (val_*
+metrics, best epoch, best weights), Checkpointing (the epoch's checkpoint), HistoryWriter
+(history.jsonl), TensorBoard, Progress (the log line), WallClockBudget, PreemptionGuard.
+Per step: NonFiniteGuard (stop on NaN/inf, naming the terms), Checkpointing (every N
+steps), PreemptionGuard (SIGTERM/SIGINT: checkpoint at this step boundary, then stop).
 """
 
 import signal
@@ -76,20 +79,74 @@ class StopSignals:
         self.previous = {}
 
 
-class PreemptionGuard(keras.callbacks.Callback):
-    """Stops training with Interrupted once a StopSignals has received a signal: after the
-    step's checkpoint (mid-epoch) or after the epoch's (at its end). Goes after
-    Checkpointing in the callback list, whose epoch/step it saves."""
+class Loop:
+    """Where training stands, for every callback: `epoch` (0-based, the run's), `step`
+    (steps done in that epoch, a resumed epoch's earlier ones included), the best
+    validation result so far, and the checkpoint (`state`, a checkpoints.TrainState, which
+    saves epoch, step and the best result with the weights).
 
-    def __init__(self, signals, checkpointing):
+    start_epoch/start_step: where this run resumes (a resumed epoch may begin at a step
+    > 0, and then gets its trackers' sums back so its history covers every step)."""
+
+    def __init__(self, state, start_epoch=0, start_step=0):
+        self.state, self.start_epoch, self.start_step = state, start_epoch, start_step
+        self.epoch, self.step = start_epoch, start_step
+
+    @property
+    def best_accuracy(self):
+        return float(self.state.best_accuracy.numpy())
+
+    @property
+    def best_epoch(self):
+        """The 1-based epoch of the best validation accuracy so far (0: none yet)."""
+        return int(self.state.best_epoch.numpy())
+
+    def improves(self, accuracy):
+        """Records the ending epoch's validation accuracy -> whether it is the best yet."""
+        if accuracy <= self.best_accuracy:
+            return False
+        self.state.best_accuracy.assign(accuracy)
+        self.state.best_epoch.assign(self.epoch + 1)
+        return True
+
+    def save(self):
+        """A checkpoint of where the loop stands now (mid-epoch: at this step)."""
+        self.state.save(self.epoch, self.step)
+
+
+class LoopCounter(keras.callbacks.Callback):
+    """Advances the Loop; first in the callback list, so that the others see this step's
+    and this epoch's position."""
+
+    def __init__(self, loop):
         super().__init__()
-        self.signals, self.checkpointing = signals, checkpointing
+        self.loop = loop
+
+    def on_epoch_begin(self, epoch, logs=None):
+        loop = self.loop
+        loop.epoch = epoch
+        resumed = epoch == loop.start_epoch and loop.start_step
+        loop.step = loop.start_step if resumed else 0
+        if resumed:
+            loop.state.restore_trackers()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.loop.step += 1
+
+
+class PreemptionGuard(keras.callbacks.Callback):
+    """Stops training with Interrupted once a StopSignals has received a signal: after a
+    checkpoint at this step (mid-epoch) or after the epoch's (at its end, so it goes after
+    Checkpointing)."""
+
+    def __init__(self, signals, loop):
+        super().__init__()
+        self.signals, self.loop = signals, loop
 
     def on_train_batch_end(self, batch, logs=None):
         if self.signals.received is not None:
-            c = self.checkpointing
-            c.state.save(c.epoch, c.step)
-            raise Interrupted(self.signals.received, c.epoch, c.step)
+            self.loop.save()
+            raise Interrupted(self.signals.received, self.loop.epoch, self.loop.step)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.signals.received is not None:
@@ -100,21 +157,15 @@ class NonFiniteGuard(keras.callbacks.Callback):
     """Raises NonFiniteLossError at the first step whose logged terms are not finite
     (Keras' TerminateOnNaN only stops, and names nothing)."""
 
-    def __init__(self, first_step=0):
+    def __init__(self, loop):
         super().__init__()
-        self.epoch, self.first_step, self.offset = 0, first_step, first_step
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.offset = 0  # only a resumed first epoch starts part-way
+        self.loop = loop
 
     def on_train_batch_end(self, batch, logs=None):
         bad = {k: float(v) for k, v in (logs or {}).items() if not np.isfinite(v)}
         if bad:
             raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.epoch + 1} step {self.offset + batch + 1}: "
+                f"non-finite loss at epoch {self.loop.epoch + 1} step {self.loop.step}: "
                 + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
                 + "; the last good checkpoint is kept (lower the learning rate?)")
 
@@ -158,9 +209,9 @@ class Validation(keras.callbacks.Callback):
     needs (evaluation.paper_selection_logs: test_paper_*); they
     are never read for selection here."""
 
-    def __init__(self, split, run, state):
+    def __init__(self, split, run, loop):
         super().__init__()
-        self.split, self.run, self.state = split, run, state
+        self.split, self.run, self.loop = split, run, loop
 
     def on_epoch_end(self, epoch, logs=None):
         report = validation_report(self.model, self.split)
@@ -169,37 +220,23 @@ class Validation(keras.callbacks.Callback):
         logs.update(evaluation.paper_selection_logs(
             split.y_test, self.model.predict_slots(split.x_test), num_classes=split.num_classes,
             num_slots=split.num_slots, labelled_classes=split.labelled_classes))
-        if report["accuracy"] > self.state.best_accuracy.numpy():
-            self.state.best_accuracy.assign(report["accuracy"])
-            self.state.best_epoch.assign(epoch + 1)
+        if self.loop.improves(report["accuracy"]):
             self.run.save_weights(self.model, rundir.BEST_WEIGHTS)
 
 
 class Checkpointing(keras.callbacks.Callback):
-    """Saves the TrainState every `every_steps` steps and at the end of every epoch.
+    """Saves the loop's checkpoint every `every_steps` steps and at the end of every epoch."""
 
-    start_epoch/start_step: where a resumed fit begins (its first epoch may start at a
-    step > 0, and then gets its trackers' sums back so its history covers every step)."""
-
-    def __init__(self, state, every_steps, start_epoch=0, start_step=0):
+    def __init__(self, loop, every_steps):
         super().__init__()
-        self.state, self.every_steps = state, every_steps
-        self.start_epoch, self.start_step = start_epoch, start_step
-        self.epoch, self.step = start_epoch, start_step
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.step = self.start_step if epoch == self.start_epoch else 0
-        if epoch == self.start_epoch and self.start_step:
-            self.state.restore_trackers()
+        self.loop, self.every_steps = loop, every_steps
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.every_steps and self.step % self.every_steps == 0:
-            self.state.save(self.epoch, self.step)
+        if self.every_steps and self.loop.step % self.every_steps == 0:
+            self.loop.save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.state.save(epoch + 1, 0)
+        self.loop.state.save(epoch + 1, 0)
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -256,9 +293,9 @@ class Progress(keras.callbacks.Callback):
     """One log line per epoch: epoch k/N, seconds, loss, validation accuracy, the best so
     far and an ETA from the mean wall time per epoch of this process."""
 
-    def __init__(self, state, epochs):
+    def __init__(self, loop, epochs):
         super().__init__()
-        self.state, self.epochs = state, epochs
+        self.loop, self.epochs = loop, epochs
         self.t0, self.done = None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -271,7 +308,7 @@ class Progress(keras.callbacks.Callback):
         logging.info("epoch %d/%d (%.1fs): loss %.2f, validation accuracy %.4f (best %.4f at "
                      "epoch %d), ETA %s", epoch + 1, self.epochs, logs.get("seconds", 0.0),
                      logs.get("loss", float("nan")), logs.get("val_accuracy", float("nan")),
-                     self.state.best_accuracy.numpy(), self.state.best_epoch.numpy(),
+                     self.loop.best_accuracy, self.loop.best_epoch,
                      time.strftime("%H:%M:%S", time.gmtime(eta)))
 
 
@@ -286,3 +323,16 @@ class WallClockBudget(keras.callbacks.Callback):
         if self.deadline and time.time() > self.deadline:
             logging.info("wall-clock budget reached after epoch %d", epoch + 1)
             self.model.stop_training = True
+
+
+def loop_callbacks(loop, config, split, run, signals, tensorboard, extra=()):
+    """The package's callbacks in their one order (module docstring), then `extra`.
+
+    tensorboard: the run's TensorBoard callback (one writer for all of a run's fits)."""
+    return [LoopCounter(loop),
+            LearningRate(config.optimizer.learning_rate, config.optimizer.decay_epoch,
+                         config.optimizer.decay_factor),
+            NonFiniteGuard(loop), EpochTimer(), Validation(split, run, loop),
+            Checkpointing(loop, config.train.checkpoint_every_steps), HistoryWriter(run),
+            tensorboard, Progress(loop, config.train.epochs),
+            WallClockBudget(config.train.max_minutes), PreemptionGuard(signals, loop), *extra]

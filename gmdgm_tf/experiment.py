@@ -61,8 +61,9 @@ def training_dataset(split, config, first_epoch, end_epoch, first_step, steps):
 
 
 def fit(model, split, config, run, state, extra_callbacks=()):
-    """Trains from where `state` stands to config.train.epochs (or the wall-clock budget);
-    returns the steps per epoch.
+    """Trains from where `state` (a checkpoints.TrainState) stands to config.train.epochs
+    (or the wall-clock budget) -> (the callbacks.Loop, which holds the best epoch; the
+    steps per epoch).
 
     A fresh run, or one resumed at an epoch boundary, is one `fit` call. A run resumed in
     the middle of an epoch first finishes that epoch with a `fit` over its remaining steps
@@ -80,22 +81,13 @@ def fit(model, split, config, run, state, extra_callbacks=()):
     first = start_epoch + (1 if start_step else 0)
     if first < epochs:
         chunks.append((first, epochs, 0))
-    shared = [callbacks_lib.TensorBoard(run.file(rundir.TENSORBOARD), split,
-                                        config.train.sample_grid_every),
-              callbacks_lib.Progress(state, epochs),
-              callbacks_lib.WallClockBudget(config.train.max_minutes)]
+    loop = callbacks_lib.Loop(state, start_epoch, start_step)
+    tensorboard = callbacks_lib.TensorBoard(run.file(rundir.TENSORBOARD), split,
+                                            config.train.sample_grid_every)
     with callbacks_lib.StopSignals() as signals:
+        callbacks = callbacks_lib.loop_callbacks(loop, config, split, run, signals,
+                                                 tensorboard, extra_callbacks)
         for begin, end, skip in chunks:
-            checkpointing = callbacks_lib.Checkpointing(
-                state, config.train.checkpoint_every_steps, begin, skip)
-            callbacks = [callbacks_lib.LearningRate(config.optimizer.learning_rate,
-                                                    config.optimizer.decay_epoch,
-                                                    config.optimizer.decay_factor),
-                         callbacks_lib.NonFiniteGuard(skip), callbacks_lib.EpochTimer(),
-                         callbacks_lib.Validation(split, run, state), checkpointing,
-                         callbacks_lib.HistoryWriter(run), *shared,
-                         callbacks_lib.PreemptionGuard(signals, checkpointing),
-                         *extra_callbacks]
             # fit splits each global batch across the strategy's replicas.
             # steps_per_epoch ends each epoch after its last batch: running on into the
             # end of the data would execute the data-independent state updates of one
@@ -105,7 +97,7 @@ def fit(model, split, config, run, state, extra_callbacks=()):
                       verbose=int(config.train.verbose == 1), callbacks=callbacks)
             if model.stop_training:
                 break
-    return steps
+    return loop, steps
 
 
 def train_and_evaluate(config, workdir, fresh=False, export_dir=None, callbacks=()):
@@ -206,13 +198,13 @@ def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
     restarts = None
     if config.train.restarts > 1:
         restarts = _restarts(config, run, state, split, strategy)
-    steps = fit(model, split, config, run, state, callbacks)
+    loop, steps = fit(model, split, config, run, state, callbacks)
 
     history = run.history()
     selected = len(history)
     if config.train.select == "best_validation" and run.exists(rundir.BEST_WEIGHTS):
         run.load_weights(model, rundir.BEST_WEIGHTS)
-        selected = int(state.best_epoch.numpy())
+        selected = loop.best_epoch
     test_slots = model.predict_slots(split.x_test)
     metrics = evaluation.evaluate_protocols(
         split.y_val, model.predict_slots(split.x_val), split.y_test, test_slots,

@@ -1,0 +1,64 @@
+"""callbacks.py: the Loop that every callback reads its position from, and their order."""
+
+import math
+
+import pytest
+import tensorflow as tf
+
+from gmdgm_tf import callbacks
+
+
+class FakeState:
+    """checkpoints.TrainState's surface that the loop uses, recording what it is asked."""
+
+    def __init__(self):
+        self.best_accuracy = tf.Variable(-1.0, dtype=tf.float64)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64)
+        self.saves, self.restored = [], 0
+
+    def save(self, epoch, step):
+        self.saves.append((epoch, step))
+
+    def restore_trackers(self):
+        self.restored += 1
+
+
+def test_a_resumed_epoch_counts_its_earlier_steps_for_every_callback():
+    state = FakeState()
+    loop = callbacks.Loop(state, start_epoch=2, start_step=5)
+    counter = callbacks.LoopCounter(loop)
+    checkpointing = callbacks.Checkpointing(loop, every_steps=7)
+    guard = callbacks.NonFiniteGuard(loop)
+    counter.on_epoch_begin(2)
+    assert (loop.epoch, loop.step, state.restored) == (2, 5, 1)
+    for batch in range(3):  # steps 6, 7, 8 of the run's epoch 3
+        counter.on_train_batch_end(batch)
+        checkpointing.on_train_batch_end(batch)
+    assert state.saves == [(2, 7)]
+    with pytest.raises(callbacks.NonFiniteLossError, match=r"at epoch 3 step 8: loss=nan"):
+        guard.on_train_batch_end(2, {"loss": math.nan, "elbo_labelled": 1.0})
+    checkpointing.on_epoch_end(2)
+    counter.on_epoch_begin(3)  # the next epoch starts at step 0; trackers are not restored
+    assert (loop.epoch, loop.step, state.restored, state.saves[-1]) == (3, 0, 1, (3, 0))
+
+
+def test_the_loop_keeps_the_best_validation_epoch():
+    loop = callbacks.Loop(FakeState(), start_epoch=0)
+    loop.epoch = 3
+    assert loop.improves(0.5) and loop.best_epoch == 4 and loop.best_accuracy == 0.5
+    loop.epoch = 4
+    assert not loop.improves(0.5) and loop.best_epoch == 4
+
+
+def test_the_loop_counter_runs_first_and_the_preemption_guard_after_checkpointing():
+    from conftest import load_config  # pylint: disable=import-outside-toplevel
+    config = load_config("digits_gmdgm", "smoke")
+    extra = object()  # a user's callback: after the package's own
+    listed = callbacks.loop_callbacks(callbacks.Loop(FakeState()), config, split=None,
+                                      run=None, signals=callbacks.StopSignals(),
+                                      tensorboard="tb", extra=[extra])
+    kinds = [type(c).__name__ for c in listed]
+    assert kinds[0] == "LoopCounter" and listed[-1] is extra
+    assert kinds.index("Validation") < kinds.index("Checkpointing") < kinds.index(
+        "PreemptionGuard")
+    assert kinds.index("Validation") < kinds.index("HistoryWriter") < kinds.index("Progress")
