@@ -156,6 +156,19 @@ def fast_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def gmdgm_fast_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """GM-DGM's fast recipe (AGM-DGM's too): `fast_recipe` plus what was probed and adopted
+    for GM-DGM alone: the best of 3 initialisations at epoch 5, and 50 epochs, the last 10
+    at a tenfold lower rate."""
+    fast_recipe(config)
+    config.optimizer.decay_epoch = 40
+    config.optimizer.decay_factor = 0.1
+    config.train.epochs = 50
+    config.train.restarts = 3
+    config.train.restart_epochs = 5
+    return config
+
+
 def model_seed(config) -> int:
     """The seed of the networks' initialisation and the training noise (RESTART_SEED_STRIDE)."""
     return config.seed + RESTART_SEED_STRIDE * config.train.restart_index
