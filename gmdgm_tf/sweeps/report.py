@@ -26,6 +26,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from gmdgm_tf import config as config_lib
 from gmdgm_tf import evaluation, filenames, machine, plots, registry
 from gmdgm_tf.sweeps.run import read_json
 
@@ -115,19 +116,27 @@ def read_runs(summaries, recipes=None):
     return recipes, runs
 
 
+def _filed(config, field):
+    """A filed config.json's value of `field` ('section.key'), or, where it was filed before
+    the field existed, the value those runs had (config.ADDED_FIELDS)."""
+    section, key = field.split(".")
+    value = config.get(section, {}).get(key)
+    return config_lib.ADDED_FIELDS[field] if value is None else value
+
+
 def describe(config, num_classes=10):
     """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'
     (num_classes: the dataset's, from data_meta.json)."""
     data, train = config.get("data", {}), config.get("train", {})
     optimizer = config.get("optimizer", {})
-    epochs, restarts = train.get("epochs"), train.get("restarts", 1)
-    decay_epoch = optimizer.get("decay_epoch", 0)
+    epochs, restarts = train.get("epochs"), _filed(config, "train.restarts")
+    decay_epoch = _filed(config, "optimizer.decay_epoch")
     return (f"{plots.model_title(config.get('model', {}).get('name'))}, "
             f"lr {optimizer.get('learning_rate')}"
-            + (f" (x {optimizer.get('decay_factor')} after epoch {decay_epoch})"
+            + (f" (x {_filed(config, 'optimizer.decay_factor')} after epoch {decay_epoch})"
                if decay_epoch else "") + ", "
             f"{num_classes + int(data.get('num_extra_slots', 0))} slots, "
-            f"prior rule {data.get('prior_rule', 'paper')}, {train.get('precision')}, "
+            f"prior rule {_filed(config, 'data.prior_rule')}, {train.get('precision')}, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}"
             + (f", best of {restarts} initialisations at epoch {train.get('restart_epochs')}"
                if restarts > 1 else ""))
