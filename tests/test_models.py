@@ -1,5 +1,7 @@
 """Distribution shapes, and both ELBO forms against an independent NumPy computation."""
 
+import dataclasses
+
 import ml_collections
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ def tiny_model(name, likelihood="bernoulli", precision="float32"):
     cfg = ml_collections.ConfigDict(dict(
         name=name, hidden_sizes=H, z_dim=Z, likelihood=likelihood, alpha=1.1,
         alpha_scaling="none", output_stddev=0.3, weight_prior=True, prior_loc_stddev=0.5,
-        aux_dim=A, aux_predict_samples=P))
+        aux_dim=A, aux_predict_samples=P, weight_prior_scale=1.0))
     model = models.build_model(cfg, dim=D, prior=PRIOR, precision=precision, seed=1)
     model.objective = models.objective(cfg, num_train=1000, num_labelled=10)
     x = np.random.RandomState(0).rand(B, D).astype(np.float32)
@@ -284,9 +286,26 @@ def test_mixed_bfloat16_keeps_bounds_float32_and_close():
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-2)
 
 
+def test_the_weight_prior_term_scales_with_its_weight_alone():
+    model, x = tiny_model("m2")
+    fixed_noise(model)
+    y = np.array([0, 1], np.int32)
+    loss, terms = model.compute_losses(x[:2], y, x)
+    model.objective = dataclasses.replace(model.objective, weight_prior_scale=0.5)
+    half_loss, half_terms = model.compute_losses(x[:2], y, x)
+    np.testing.assert_allclose(half_terms["weight_prior"], 0.5 * terms["weight_prior"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(loss - half_loss, 0.5 * terms["weight_prior"], rtol=1e-4)
+    assert terms["weight_prior"] > 0
+
+
 def test_objective_scales_alpha_only_when_asked():
-    cfg = ml_collections.ConfigDict(dict(alpha=0.1, alpha_scaling="kingma", weight_prior=True))
+    cfg = ml_collections.ConfigDict(dict(alpha=0.1, alpha_scaling="kingma", weight_prior=True,
+                                         weight_prior_scale=1.0))
     assert models.objective(cfg, num_train=1000, num_labelled=10).alpha == pytest.approx(10.0)
+    cfg.weight_prior_scale = 0.5  # the swapped pair of the authors' M2 script
+    assert models.objective(cfg, num_train=1000, num_labelled=10).weight_prior_scale == 0.5
+    cfg.weight_prior_scale = 1.0
     cfg.alpha_scaling = "none"
     assert models.objective(cfg, num_train=1000, num_labelled=10) == models.Objective(
         alpha=0.1, weight_prior=True, num_train=1000)

@@ -30,7 +30,8 @@ def objective(model_config, *, num_train, num_labelled):
     if model_config.alpha_scaling == "kingma":
         alpha *= num_train / max(num_labelled, 1)
     return Objective(alpha=float(alpha), weight_prior=bool(model_config.weight_prior),
-                     num_train=int(num_train))
+                     num_train=int(num_train),
+                     weight_prior_scale=float(model_config.weight_prior_scale))
 
 
 __all__ = ["DeepGenerativeModel", "Objective", "build_model", "objective"]

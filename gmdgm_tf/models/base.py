@@ -18,7 +18,7 @@ Bounds (one z sample, analytic KL; one draw a ~ q(a|x) per example, shared by al
     U(x)   = sum_y q(y|x) L(x,y) + H[q(y|x)]                  (exact sum over all slots)
 Loss per step, on a labelled batch (x_l, y_l) and an unlabelled batch x_u:
     -(mean L(x_l, y_l) + mean U(x_u) + alpha * mean log q(y_l|x_l))
-    + 1/2 * sum ||W||^2 / N_train                              (Gaussian weight prior)
+    + c/2 * sum ||W||^2 / N_train            (Gaussian weight prior; c: weight_prior_scale)
 (in the auxiliary models every q(y|.) is q(y|a,x) at the example's draw of a). Their
 prediction averages the softmax of q(y|a,x) over `aux_predict_samples` fixed draws of the
 noise, a = mu(x) + sigma(x) * eps_i, so an image's prediction depends on the image alone.
@@ -53,10 +53,12 @@ def diagonal_normal(out):
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """The training-only numbers of the loss: alpha, and the weight prior's 1/N_train."""
+    """The training-only numbers of the loss: alpha, and the weight prior's 1/N_train and
+    its weight (weight_prior_scale * 1/2 sum ||W||^2 / N_train)."""
     alpha: float
     weight_prior: bool
     num_train: int
+    weight_prior_scale: float = 1.0
 
 
 class DeepGenerativeModel(keras.Model):
@@ -320,7 +322,8 @@ class DeepGenerativeModel(keras.Model):
                 "float32"))
             loss -= terms["elbo_labelled"] + objective.alpha * terms["log_q_y_labelled"]
         if objective.weight_prior:
-            terms["weight_prior"] = (networks.half_sum_of_squared_kernels(self)
+            terms["weight_prior"] = (objective.weight_prior_scale
+                                     * networks.half_sum_of_squared_kernels(self)
                                      / objective.num_train)
             loss += terms["weight_prior"]
         terms["loss"] = loss

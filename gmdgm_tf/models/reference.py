@@ -36,5 +36,6 @@ def loss_naive(model, x_l, y_l, x_u):
     loss -= objective.alpha * tf.reduce_mean(tf.gather(log_q_y, y_l, batch_dims=1))
     if objective.weight_prior:
         kernels = [w for w in model.trainable_weights if w.name.startswith("kernel")]
-        loss += tf.add_n([0.5 * tf.reduce_sum(tf.square(w)) for w in kernels]) / objective.num_train
+        loss += objective.weight_prior_scale * tf.add_n(
+            [0.5 * tf.reduce_sum(tf.square(w)) for w in kernels]) / objective.num_train
     return loss
