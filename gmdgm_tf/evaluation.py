@@ -20,6 +20,9 @@ import numpy as np
 from sklearn import metrics as skm
 
 UNMAPPED = -1
+# Where every slot is a labelled class (semi-supervised: all classes labelled, no extra
+# slots) the map is the identity, and every protocol is the plain argmax of q(y|x).
+ARGMAX_NOTE = "every slot is its labelled class: the plain argmax of q(y|x)"
 PAPER_SELECTION_IMAGES = 1000
 PAPER_SELECTION = "paper_selection"
 PAPER_SELECTION_NOTE = (f"paper_selection (optimistic): the paper protocol at the epoch whose "
@@ -110,16 +113,20 @@ def paper_selection(history):
 
 def evaluate_protocols(val_labels, val_slots, test_labels, test_slots, *, num_classes,
                        num_slots, labelled_classes):
-    """Both protocols on the test split, plus the validation view used for selection.
+    """Both protocols on the test split, plus the validation view used for selection
+    (their names say ARGMAX_NOTE where every slot is a labelled class).
 
     Returns {"heldout": {...}, "paper": {...}, "validation": {...}}; each holds the slot
     map, accuracies, confusion matrix, NMI/ARI and the class x slot assignment matrix.
     """
+    identity = len(labelled_classes) == num_slots
+
     def protocol(map_labels, map_slots, labels, slots, name):
         slot_map = cluster_to_class_map(map_labels, map_slots, num_classes, num_slots,
                                         labelled_classes)
         report = accuracy_report(labels, slots, slot_map, labelled_classes, num_classes)
-        report.update(protocol=name, slot_map=slot_map.tolist(),
+        report.update(protocol=f"{name} ({ARGMAX_NOTE})" if identity else name,
+                      slot_map=slot_map.tolist(),
                       assignment_matrix=assignment_matrix(
                           labels, slots, num_classes, num_slots).tolist())
         return report

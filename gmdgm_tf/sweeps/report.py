@@ -332,6 +332,10 @@ def table_markdown(rows, runs, machine_text):
             cells += [format_mean_sd(row[group]), _paper(row, group)]
         table.append(cells + [format_mean_sd(row["nmi"], 3), format_mean_sd(row["ari"], 3)])
     note = PROTOCOL_NOTE
+    if any(evaluation.ARGMAX_NOTE in r["metrics"]["heldout"].get("protocol", "") for r in runs):
+        note += (" Semi-supervised runs, where every slot is its labelled class: "
+                 "cluster-and-label is the identity and both protocols are the plain argmax "
+                 "of q(y|x).")
     if any(row["protocol"] == evaluation.PAPER_SELECTION for row in rows):
         note += f" {evaluation.PAPER_SELECTION_NOTE}."
     lines += [_md_table(header + ["NMI", "ARI"], table), "", note, "",
