@@ -1,4 +1,5 @@
-"""gmdgm_tf: semi-unsupervised learning with deep generative models (GM-DGM and M2)."""
+"""gmdgm_tf: semi-unsupervised learning with deep generative models (GM-DGM, M2 and their
+auxiliary versions AGM-DGM and AM2)."""
 
 import setuptools
 
@@ -7,7 +8,7 @@ setuptools.setup(
     version="0.1.0",
     description=(
         "Reference TensorFlow 2 implementation of semi-unsupervised learning "
-        "with deep generative models (GM-DGM, M2)."
+        "with deep generative models (GM-DGM, M2, AGM-DGM, AM2)."
     ),
     # The repository on GitHub: the Colab notebooks clone it and the README's badges link
     # to it; tests/test_notebooks.py checks that they all name this URL.
