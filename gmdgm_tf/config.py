@@ -128,7 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.max_minutes = 0.0          # 0 -> no wall-clock budget
     config.train.select = "best_validation"  # best_validation | last
     config.train.precision = "float32"      # float32 | mixed_bfloat16
-    config.train.jit_compile = False        # XLA on CPU measured slower, see README
+    config.train.jit_compile = False        # XLA on CPU measured slower: docs/performance.md
     config.train.verbose = 0                # 1: Keras progress bar per epoch
     config.train.checkpoint_every_steps = 200  # besides every epoch; 0 -> epochs only
     config.train.keep_checkpoints = 3

@@ -42,6 +42,6 @@ def model_card(metadata):
         "Clusters of unlabelled classes can merge two classes or split one; the probabilities "
         "are the model's q(y|x), not calibrated. Research code: not for decisions about "
         "people.", "",
-        "Functions, inputs and outputs: `gmdgm_export.json` (`signatures`) and the "
-        "gmdgm_tf README."]
+        "Functions, inputs and outputs: `gmdgm_export.json` (`signatures`) and gmdgm_tf's "
+        "docs/export.md."]
     return "\n".join(lines) + "\n"
