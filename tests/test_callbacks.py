@@ -51,8 +51,8 @@ def test_the_loop_keeps_the_best_validation_epoch():
 
 
 def test_the_loop_counter_runs_first_and_the_preemption_guard_after_checkpointing():
-    from conftest import load_config  # pylint: disable=import-outside-toplevel
-    config = load_config("digits_gmdgm", "smoke")
+    from conftest import plain_digits  # pylint: disable=import-outside-toplevel
+    config = plain_digits()
     extra = object()  # a user's callback: after the package's own
     listed = callbacks.loop_callbacks(callbacks.Loop(FakeState()), config, split=None,
                                       run=None, signals=callbacks.StopSignals(),

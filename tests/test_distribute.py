@@ -343,8 +343,8 @@ def _deterministic_noise():
 
 def _tiny_config(strategy, **train):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from conftest import load_config  # pylint: disable=import-outside-toplevel
-    config = load_config("digits_gmdgm", "smoke")  # global batches 50 + 50
+    from conftest import plain_digits  # pylint: disable=import-outside-toplevel
+    config = plain_digits()  # global batches 50 + 50
     config.train.update({"strategy": strategy, "epochs": 2, "steps_per_epoch": 3,
                          "select": "last", "deterministic": True,
                          "checkpoint_every_steps": 0, **train})

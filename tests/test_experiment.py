@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from gmdgm_tf import callbacks, checkpoints, data, experiment, rundir
-from conftest import REPO, load_config
+from conftest import PLAIN_FLAGS, REPO, plain_digits
 
 
 def tiny_digits(model="gmdgm", **train):
-    config = load_config("digits_gmdgm", "smoke")
+    config = plain_digits()
     config.model.name = model
     config.train.update(train)
     return config
@@ -31,7 +31,7 @@ def read_json(path):
 
 @pytest.mark.parametrize("model", ["gmdgm", "m2"])
 def test_training_beats_chance_and_writes_run(tmp_path, model):
-    config = load_config("digits_gmdgm")
+    config = plain_digits(arg=None)
     config.model.name = model
     config.model.hidden_sizes = (128, 128)
     config.model.z_dim = 16
@@ -152,7 +152,7 @@ def test_restarts_train_on_the_candidate_best_on_validation_as_if_it_ran_alone(t
 
 def _train_cmd(workdir, *overrides):
     return [sys.executable, "-m", "gmdgm_tf.train", "--config=configs/digits_gmdgm.py:smoke",
-            f"--workdir={workdir}", *overrides]
+            *PLAIN_FLAGS, f"--workdir={workdir}", *overrides]
 
 
 RESUME_OVERRIDES = ("--config.train.deterministic=True", "--config.train.epochs=5",

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from gmdgm_tf import data, experiment, export, machine, predict, rundir
-from conftest import REPO, absolute_paths, load_config
+from conftest import REPO, absolute_paths, plain_digits
 
 N = 16
 SAMPLE = dict(slot=3, num=5, seed=(7, 11))
@@ -64,7 +64,7 @@ def run_python(args, cwd):
 
 def trained_export(root, model="gmdgm"):
     """A smoke digits run of `model`, trained and exported under root -> its namespace."""
-    config = load_config("digits_gmdgm", "smoke")
+    config = plain_digits()
     config.model.name = model
     workdir = str(root / "run")
     experiment.train_and_evaluate(config, workdir)

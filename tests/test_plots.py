@@ -7,7 +7,7 @@ import numpy as np
 from matplotlib import image as mpimg
 
 from gmdgm_tf import data, evaluation, experiment, filenames, plots
-from conftest import load_config
+from conftest import plain_digits
 
 LABELLED = (0, 1, 2, 8, 9)
 
@@ -76,7 +76,7 @@ def test_sample_grid_and_learning_curves(tmp_path):
 
 def test_write_run_figures_writes_pngs_and_tensorboard_images(tmp_path):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    config = load_config("digits_gmdgm", "smoke")
+    config = plain_digits()
     split = data.load_split(config.data, config.seed)
     model = experiment.build(config, split)          # untrained is enough to draw
     slots = model.predict_slots(split.x_test)
