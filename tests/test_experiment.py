@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gmdgm_tf import callbacks, checkpoints, data, experiment, rundir
-from conftest import PLAIN_FLAGS, REPO, plain_digits
+from conftest import PLAIN_FLAGS, REPO, load_config, plain_digits
 
 
 def tiny_digits(model="gmdgm", **train):
