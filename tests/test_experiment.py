@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gmdgm_tf import callbacks, checkpoints, data, experiment, rundir
-from conftest import PLAIN_FLAGS, REPO, load_config, plain_digits
+from conftest import REPO, load_config, plain_digits, plain_flags
 
 
 def tiny_digits(model="gmdgm", **train):
@@ -152,7 +152,7 @@ def test_restarts_train_on_the_candidate_best_on_validation_as_if_it_ran_alone(t
 
 def _train_cmd(workdir, *overrides):
     return [sys.executable, "-m", "gmdgm_tf.train", "--config=configs/digits_gmdgm.py:smoke",
-            *PLAIN_FLAGS, f"--workdir={workdir}", *overrides]
+            *plain_flags(), f"--workdir={workdir}", *overrides]
 
 
 RESUME_OVERRIDES = ("--config.train.deterministic=True", "--config.train.epochs=5",
