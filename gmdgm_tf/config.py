@@ -55,7 +55,8 @@ _LABELS = {"model.name": "model", "data.source": "dataset", "model.likelihood": 
 ADDED_FIELDS = {"data.to_grayscale": False, "data.prior_rule": "paper", "train.restarts": 1,
                 "train.restart_epochs": 0, "train.restart_index": 0, "optimizer.decay_epoch": 0,
                 "optimizer.decay_factor": 0.1, "model.aux_dim": 100,
-                "model.aux_predict_samples": 10, "model.weight_prior_scale": 1.0}
+                "model.aux_predict_samples": 10, "model.weight_prior_scale": 1.0,
+                "model.binarize": True}
 # Restart k of seed s initialises its networks and noise with seed s + k * this stride
 # (its split and batch order stay those of seed s); k = 0 is the seed's own initialisation.
 RESTART_SEED_STRIDE = 100_003
@@ -102,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.hidden_sizes = (500, 500)
     config.model.z_dim = 100
     config.model.likelihood = "bernoulli"   # bernoulli | gaussian
+    # Bernoulli: draw binary pixels afresh at each step (dynamic binarisation, the paper's);
+    # False takes the grey levels themselves as the targets (the cross-entropy).
+    config.model.binarize = True
     config.model.alpha = 1.1                # weight of mean log q(y_l|x_l) (paper's code)
     config.model.alpha_scaling = "none"     # none | kingma (alpha * N_train / N_labelled)
     config.model.output_stddev = 1e-3       # small-normal init of distribution heads

@@ -13,9 +13,9 @@ PRIOR = np.full(6, 1 / 6)
 
 def tiny(model_cls=None):
     cfg = ml_collections.ConfigDict(dict(
-        name="gmdgm", hidden_sizes=(7, 5), z_dim=3, likelihood="bernoulli", alpha=1.1,
-        alpha_scaling="none", output_stddev=0.3, weight_prior=True, prior_loc_stddev=0.5,
-        weight_prior_scale=1.0))
+        name="gmdgm", hidden_sizes=(7, 5), z_dim=3, likelihood="bernoulli", binarize=True,
+        alpha=1.1, alpha_scaling="none", output_stddev=0.3, weight_prior=True,
+        prior_loc_stddev=0.5, weight_prior_scale=1.0))
     if model_cls is None:
         model = models.build_model(cfg, dim=12, prior=PRIOR, seed=1)
     else:

@@ -16,9 +16,9 @@ AUXILIARY = ("agmdgm", "am2")
 GM_PRIOR = ("gmdgm", "agmdgm")  # learnt p(z|y); the others N(0, I) and a decoder on [y, z]
 
 
-def tiny_model(name, likelihood="bernoulli", precision="float32"):
+def tiny_model(name, likelihood="bernoulli", precision="float32", binarize=True):
     cfg = ml_collections.ConfigDict(dict(
-        name=name, hidden_sizes=H, z_dim=Z, likelihood=likelihood, alpha=1.1,
+        name=name, hidden_sizes=H, z_dim=Z, likelihood=likelihood, binarize=binarize, alpha=1.1,
         alpha_scaling="none", output_stddev=0.3, weight_prior=True, prior_loc_stddev=0.5,
         aux_dim=A, aux_predict_samples=P, weight_prior_scale=1.0))
     model = models.build_model(cfg, dim=D, prior=PRIOR, precision=precision, seed=1)
@@ -336,11 +336,24 @@ def test_fast_log_likelihood_equals_tfp_log_prob(likelihood):
     rng = np.random.RandomState(5)
     out = (rng.randn(B, K, D) * 10).astype(np.float32)
     out[0, 0, :3] = [-60.0, 60.0, 0.0]
-    x = rng.rand(B, 1, D).astype(np.float32)
-    x = np.round(x) if likelihood == "bernoulli" else x
+    x = rng.rand(B, 1, D).astype(np.float32)   # grey levels: the targets of binarize=False
     p_x = model._likelihood(out)  # pylint: disable=protected-access
     np.testing.assert_allclose(model.log_likelihood(p_x, x).numpy(),
                                p_x.log_prob(x).numpy(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("binarize", [True, False])
+def test_binarize_draws_binary_pixels_or_keeps_the_grey_levels(binarize):
+    """model.binarize: pixels drawn as Bernoulli(x) at each step, or x itself as the target."""
+    model, _ = tiny_model("gmdgm", binarize=binarize)
+    x = np.tile(np.linspace(0.0, 1.0, D, dtype=np.float32), (4000, 1))
+    out = model.binarize(tf.constant(x)).numpy()
+    if binarize:
+        assert set(np.unique(out)) <= {0.0, 1.0}
+        np.testing.assert_allclose(out.mean(axis=0), x[0], atol=0.03)
+        assert not np.array_equal(out, model.binarize(tf.constant(x)).numpy())  # afresh
+    else:
+        np.testing.assert_array_equal(out, x)
 
 
 def test_one_classifier_pass_serves_both_batches():

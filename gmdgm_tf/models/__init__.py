@@ -12,6 +12,7 @@ def build_model(model_config, *, dim, prior, precision="float32", seed=0):
     cls = registry.get(model_config.name).model_class()
     kwargs = dict(dim=dim, prior=prior, hidden_sizes=tuple(model_config.hidden_sizes),
                   z_dim=model_config.z_dim, likelihood=model_config.likelihood,
+                  binarize=model_config.binarize,
                   output_stddev=model_config.output_stddev, precision=precision, seed=seed)
     kwargs.update({field: model_config[field] for field in cls.CONFIG_FIELDS})
     model = cls(**kwargs)

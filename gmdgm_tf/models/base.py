@@ -76,12 +76,13 @@ class DeepGenerativeModel(keras.Model):
     AUX_FIELDS = ("aux_dim", "aux_predict_samples")  # what auxiliary models add to theirs
 
     def __init__(self, *, dim, prior, hidden_sizes=(500, 500), z_dim=100,
-                 likelihood="bernoulli", output_stddev=1e-3, precision="float32", seed=0,
-                 aux_dim=0, aux_predict_samples=10, **kwargs):
+                 likelihood="bernoulli", binarize=True, output_stddev=1e-3,
+                 precision="float32", seed=0, aux_dim=0, aux_predict_samples=10, **kwargs):
         super().__init__(**kwargs)
         prior = np.asarray(prior, np.float64)
         self.dim, self.z_dim, self.num_slots = int(dim), int(z_dim), len(prior)
         self.likelihood = likelihood  # config.LIKELIHOODS, checked by config.validate
+        self.dynamic_binarization = likelihood == "bernoulli" and bool(binarize)
         self.objective = None         # an Objective, set before training
         self.hidden_sizes = tuple(hidden_sizes)
         self.output_stddev = output_stddev
@@ -267,8 +268,9 @@ class DeepGenerativeModel(keras.Model):
     # ------------------------------------------------------------------- training
 
     def binarize(self, x):
-        """Dynamic binarisation for the Bernoulli likelihood (identity for Gaussian)."""
-        if self.likelihood != "bernoulli":
+        """x [batch, dim] in [0, 1] -> binary pixels drawn with probability x (dynamic
+        binarisation); the identity for the Gaussian likelihood or with binarize=False."""
+        if not self.dynamic_binarization:
             return x
         u = tf.random.stateless_uniform(ops.shape(x), seed=self._next_seed())
         return ops.cast(u < x, x.dtype)
@@ -388,7 +390,8 @@ class DeepGenerativeModel(keras.Model):
 
     def sample(self, slot, num, seed):
         """Images drawn as the mean of p(x|y,z), z ~ p(z|y=slot) -> [num, dim]."""
-        y_onehot = ops.one_hot(ops.full((1, num), slot, dtype="int32"), self.num_slots)   # [1, num, S]
+        y_onehot = ops.one_hot(ops.full((1, num), slot, dtype="int32"),
+                               self.num_slots)                                # [1, num, S]
         p_z = self.p_z_given_y(y_onehot)
         eps = tf.random.stateless_normal((1, num, self.z_dim), seed=seed)
         z = p_z.mean() + p_z.stddev() * eps
