@@ -63,14 +63,49 @@ def test_a_regime_no_prior_can_serve_is_refused_before_anything_is_written(mnist
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_the_report_says_when_accuracy_is_the_plain_argmax():
-    from gmdgm_tf.sweeps import report  # pylint: disable=import-outside-toplevel
+def hand_made_run(recipe, model, labelled_classes, labels_per_class=10, source="mnist"):
+    """A run record as report.read_run returns it: two classes, three test points."""
     metrics = evaluation.evaluate_protocols(
         [0, 1, 1], [0, 1, 1], [0, 1], [1, 1], num_classes=2, num_slots=2,
-        labelled_classes=(0, 1))
-    run = {"recipe": "semisup", "seed": 0, "config": {"data": {"source": "mnist"}},
-           "metrics": dict(metrics, training={}), "runner": {}, "data_meta": {},
-           "history": [], "model": "m2", "folder": "x"}
+        labelled_classes=labelled_classes)
+    config = {"data": {"source": source, "labelled_classes": list(labelled_classes),
+                       "labels_per_class": labels_per_class}}
+    return {"recipe": recipe, "seed": 0, "config": config, "model": model, "folder": "x",
+            "metrics": dict(metrics, training={}), "runner": {}, "history": [],
+            "data_meta": {"class_names": ["0", "1"]}}
+
+
+def test_the_report_says_when_accuracy_is_the_plain_argmax():
+    from gmdgm_tf.sweeps import report  # pylint: disable=import-outside-toplevel
+    run = hand_made_run("semisup", "m2", (0, 1))
     text = report.table_markdown(report.aggregate([run]), [run], "Machine: test")
     assert "both protocols are the plain argmax of q(y|x)" in text
-    assert json.dumps(metrics["heldout"]["accuracy"]) == "0.5"
+    assert json.dumps(run["metrics"]["heldout"]["accuracy"]) == "0.5"
+
+
+def test_each_regime_sits_beside_its_own_published_numbers_never_table_1s():
+    from gmdgm_tf.sweeps import regimes, report  # pylint: disable=import-outside-toplevel
+    runs = [hand_made_run("unsup", "gmdgm", ()), hand_made_run("m2_semi", "m2", (0, 1)),
+            hand_made_run("gm_semi", "gmdgm", (0, 1)),
+            hand_made_run("m2_semi1000", "m2", (0, 1), labels_per_class=100),
+            hand_made_run("am2_npz", "am2", (0, 1), source="npz:x.npz")]
+    rows = {r["recipe"]: r for r in report.aggregate(runs) if r["protocol"] == "heldout"}
+    assert {name: (r["regime"], r["paper"], r["published"]) for name, r in rows.items()} == {
+        "unsup": (regimes.UNSUPERVISED, None, regimes.LITERATURE["unsupervised"]["gmdgm"]),
+        "m2_semi": (regimes.SEMI_SUPERVISED, None, (88.03, 1.71, "Kingma et al., 2014")),
+        "gm_semi": (regimes.SEMI_SUPERVISED, None, None),       # nobody published it
+        "m2_semi1000": (regimes.SEMI_SUPERVISED, None, None),   # not the 100-label task
+        "am2_npz": (regimes.SEMI_SUPERVISED, None, None)}       # not MNIST
+    summary = report.summary_markdown(report.aggregate(runs[:2]))
+    assert summary.splitlines()[0].startswith("| Regime | Recipe | Protocol |")
+    assert "| semi-supervised | M2 semi | heldout | 1 | 50.0 (n/a) |" in summary
+    assert summary.count("88.03 (1.71), Kingma et al., 2014") == 2  # heldout and paper rows
+    text = report.table_markdown(report.aggregate(runs[:2]), runs[:2], "Machine: test")
+    assert text.startswith("# Regimes: unsupervised, semi-supervised")
+    assert "- `unsup` (unsupervised): 96.3 (0.9), Willetts, Roberts & Holmes, 2019" in text
+    # the paper's split keeps Table 1's form and the paper's numbers
+    paper_split = hand_made_run("gm_paper", "gmdgm", (0,))
+    row = report.aggregate([paper_split])[0]
+    assert (row["regime"], row["paper"], row["published"]) == (
+        regimes.SEMI_UNSUPERVISED, report.PAPER["gmdgm"], None)
+    assert report.summary_markdown([row]).startswith("| Recipe | Protocol | Seeds |")

@@ -10,6 +10,8 @@ list of directories (a probe's runs beside Table 1's). Writes into OUT:
   table1.md, table1.csv   per (recipe, protocol): test accuracy in %, mean (sample SD) over
                           seeds, for labelled classes, unlabelled classes and overall, next
                           to the paper's numbers; NMI, ARI, epochs, seconds; a per-run table
+                          (runs of the other regimes, unsupervised or semi-supervised: next
+                          to their published numbers instead, sweeps/regimes.py)
   all_runs.json           every run's metrics and records, plus the table rows
   figure2.png             best run per recipe by VALIDATION accuracy: confusion (top) and
                           class x slot assignment (bottom) matrices, heldout protocol
@@ -28,6 +30,7 @@ from absl import app, flags
 
 from gmdgm_tf import config as config_lib
 from gmdgm_tf import evaluation, filenames, machine, plots, registry
+from gmdgm_tf.sweeps import regimes
 from gmdgm_tf.sweeps.run import read_json
 
 # Willetts, Roberts & Holmes, Table 1: MNIST test accuracy (%), mean (SD) over seeds.
@@ -167,14 +170,19 @@ def run_stats(run, protocol):
 
 def aggregate(runs, recipes=None, protocols=PROTOCOLS):
     """Run records (as `read_run` returns) -> Table 1 rows, one per (recipe, protocol):
-    {"recipe", "model", "description", "protocol", "seeds", "n_seeds", "paper"} and a
-    mean_sd for each group's accuracy in % and each of STATS."""
+    {"recipe", "model", "description", "protocol", "seeds", "n_seeds", "regime", "paper",
+    "published"} and a mean_sd for each group's accuracy in % and each of STATS. paper:
+    the paper's Table 1 numbers (semi-unsupervised MNIST); published: (mean, SD, who) for
+    the other regimes (sweeps/regimes.py)."""
     if recipes is None:
         recipes = list(dict.fromkeys(r["recipe"] for r in runs))
     rows = []
     for recipe in recipes:
         mine = sorted((r for r in runs if r["recipe"] == recipe), key=lambda r: r["seed"])
         model = mine[0]["model"] if mine else None
+        num_classes = len(mine[0]["data_meta"].get("class_names", range(10))) if mine else 10
+        names = sorted({regimes.regime(r["config"], num_classes) for r in mine})
+        paper_rows = _paper_dataset(mine) and names == [regimes.SEMI_UNSUPERVISED]
         for protocol in protocols:
             if not all(protocol in r["metrics"] for r in mine):
                 continue
@@ -183,7 +191,10 @@ def aggregate(runs, recipes=None, protocols=PROTOCOLS):
                        describe(r["config"], len(r["data_meta"].get("class_names", range(10))))
                        for r in mine)),
                    "seeds": [r["seed"] for r in mine], "n_seeds": len(mine),
-                   "paper": PAPER.get(model) if _paper_dataset(mine) else None}
+                   "regime": " | ".join(names),
+                   "paper": PAPER.get(model) if paper_rows else None,
+                   "published": regimes.published(model, [r["config"] for r in mine],
+                                                  num_classes)}
             for group, key, _ in GROUPS:
                 row[group] = mean_sd([None if r["metrics"][protocol][key] is None
                                       else 100 * r["metrics"][protocol][key] for r in mine])
@@ -246,9 +257,22 @@ def readme_markers(block="table1"):
 README_BEGIN, README_END = readme_markers()
 
 
+def _only_semi_unsupervised(rows):
+    return all(row["regime"] == regimes.SEMI_UNSUPERVISED for row in rows)
+
+
 def summary_markdown(rows):
     """The compact Table 1 that the README quotes (table1_summary.md): test accuracy in %,
-    mean (sample SD) over seeds, per recipe and protocol, next to the paper's overall."""
+    mean (sample SD) over seeds, per recipe and protocol, next to the paper's overall.
+    Rows of other regimes: per regime, recipe and protocol, the overall accuracy and NMI
+    next to the published overall accuracy (the README's Regimes table)."""
+    if not _only_semi_unsupervised(rows):
+        header = ["Regime", "Recipe", "Protocol", "Seeds", "Overall", "NMI",
+                  "Published overall"]
+        body = [[r["regime"], plots.model_title(r["recipe"]), r["protocol"], r["n_seeds"],
+                 format_mean_sd(r["overall"]), format_mean_sd(r["nmi"], 3),
+                 regimes.format_published(r["published"])] for r in rows]
+        return _md_table(header, body) + "\n"
     header = ["Recipe", "Protocol", "Seeds", "Labelled classes", "Unlabelled classes",
               "Overall", "Paper overall"]
     body = [[plots.model_title(r["recipe"]), r["protocol"], r["n_seeds"],
@@ -315,7 +339,9 @@ def validation_by_epoch(runs, recipes):
 def table_markdown(rows, runs, machine_text):
     """Table 1, the recipes, training costs and a per-run table -> Markdown text."""
     data = runs[0]["config"].get("data", {}) if runs else {}
-    lines = ["# Table 1: semi-unsupervised learning", "",
+    title = ("Table 1: semi-unsupervised learning" if _only_semi_unsupervised(rows) else
+             "Regimes: " + ", ".join(dict.fromkeys(row["regime"] for row in rows)))
+    lines = [f"# {title}", "",
              f"Data: {data.get('source')}; labelled classes {data.get('labelled_classes')} "
              f"with {data.get('labels_per_class')} labels each, the other classes unlabelled.",
              "", "Test-set accuracy in %, mean (SD) over seeds, next to the paper's published "
@@ -338,8 +364,14 @@ def table_markdown(rows, runs, machine_text):
                  "of q(y|x).")
     if any(row["protocol"] == evaluation.PAPER_SELECTION for row in rows):
         note += f" {evaluation.PAPER_SELECTION_NOTE}."
-    lines += [_md_table(header + ["NMI", "ARI"], table), "", note, "",
-              "## Recipes", ""]
+    lines += [_md_table(header + ["NMI", "ARI"], table), "", note, ""]
+    published = [row for row in rows if row["published"] and row["protocol"] == "heldout"]
+    if published:
+        lines += ["Published overall accuracy of the same regime on MNIST (sweeps/regimes.py):",
+                  ""] + [f"- `{row['recipe']}` ({row['regime']}): "
+                         f"{regimes.format_published(row['published'])}"
+                         for row in published] + [""]
+    lines += ["## Recipes", ""]
     first = [row for row in rows if row["protocol"] == rows[0]["protocol"]]
     lines += [f"- `{row['recipe']}`: {row['description']}; seeds "
               f"{', '.join(map(str, row['seeds']))}" for row in first]
@@ -392,18 +424,19 @@ def table_markdown(rows, runs, machine_text):
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = (["recipe", "model", "protocol", "n_seeds", "seeds"]
+CSV_FIELDS = (["recipe", "model", "regime", "protocol", "n_seeds", "seeds"]
               + [f"{g}_{s}" for g, _, _ in GROUPS for s in ("mean", "sd")]
               + [f"paper_{g}_{s}" for g, _, _ in GROUPS for s in ("mean", "sd")]
               + [f"{k}_{s}" for k in STATS for s in ("mean", "sd")]
-              + ["sd", "description"])
+              + ["published_mean", "published_sd", "published_by", "sd", "description"])
 
 
 def table_csv_rows(rows):
     """Table 1 rows -> flat dicts with CSV_FIELDS (accuracies in %, empty when undefined)."""
     out = []
     for row in rows:
-        flat = {"recipe": row["recipe"], "model": row["model"], "protocol": row["protocol"],
+        flat = {"recipe": row["recipe"], "model": row["model"], "regime": row["regime"],
+                "protocol": row["protocol"],
                 "n_seeds": row["n_seeds"], "seeds": " ".join(str(s) for s in row["seeds"]),
                 "sd": "sample, ddof=1", "description": row["description"]}
         for key in [g for g, _, _ in GROUPS] + list(STATS):
@@ -411,6 +444,8 @@ def table_csv_rows(rows):
                 flat[f"{key}_{s}"] = "" if row[key][s] is None else round(row[key][s], 4)
         for g, _, _ in GROUPS:
             flat[f"paper_{g}_mean"], flat[f"paper_{g}_sd"] = (row["paper"] or {}).get(g, ("", ""))
+        flat["published_mean"], flat["published_sd"], flat["published_by"] = (
+            row["published"] or ("", "", ""))
         out.append(flat)
     return out
 
