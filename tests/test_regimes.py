@@ -101,7 +101,8 @@ def test_each_regime_sits_beside_its_own_published_numbers_never_table_1s():
     assert "| semi-supervised | M2 semi | heldout | 1 | 50.0 (n/a) |" in summary
     assert summary.count("88.03 (1.71), Kingma et al., 2014") == 2  # heldout and paper rows
     text = report.table_markdown(report.aggregate(runs[:2]), runs[:2], "Machine: test")
-    assert text.startswith("# Regimes: unsupervised, semi-supervised")
+    assert text.startswith("# Regimes: unsupervised, semi-supervised\n\nData: mnist; no labels")
+    assert "Willetts et al., Table 1" not in text
     assert "- `unsup` (unsupervised): 96.3 (0.9), Willetts, Roberts & Holmes, 2019" in text
     # the paper's split keeps Table 1's form and the paper's numbers
     paper_split = hand_made_run("gm_paper", "gmdgm", (0,))

@@ -342,10 +342,15 @@ def table_markdown(rows, runs, machine_text):
     title = ("Table 1: semi-unsupervised learning" if _only_semi_unsupervised(rows) else
              "Regimes: " + ", ".join(dict.fromkeys(row["regime"] for row in rows)))
     lines = [f"# {title}", "",
-             f"Data: {data.get('source')}; labelled classes {data.get('labelled_classes')} "
-             f"with {data.get('labels_per_class')} labels each, the other classes unlabelled.",
-             "", "Test-set accuracy in %, mean (SD) over seeds, next to the paper's published "
-             "numbers for the recipe's model (Willetts et al., Table 1, MNIST). " + SD_NOTE, ""]
+             f"Data: {data.get('source')}; " + (
+                 f"labelled classes {data.get('labelled_classes')} with "
+                 f"{data.get('labels_per_class')} labels each, the other classes unlabelled."
+                 if data.get("labelled_classes") else "no labels at all."),
+             "", "Test-set accuracy in %, mean (SD) over seeds, next to " + (
+                 "the paper's published numbers for the recipe's model (Willetts et al., "
+                 "Table 1, MNIST). " if _only_semi_unsupervised(rows) else
+                 "the published numbers of the same regime, listed below the table (the "
+                 "paper columns are Table 1's regime alone). ") + SD_NOTE, ""]
     if any(r["config"].get("data", {}).get("source") != "mnist" for r in runs):
         lines += ["**Not all runs are on MNIST: their paper columns are not comparable.**", ""]
     header = ["Recipe", "Protocol", "Seeds"]
