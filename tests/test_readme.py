@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from gmdgm_tf.sweeps import report
+from gmdgm_tf.sweeps import records, report
 from conftest import REPO
 
 # README block name -> the results folder its table is written from
@@ -37,7 +37,7 @@ def test_readme_table_equals_the_committed_table_and_its_runs(name):
     with open(os.path.join(folder, "table1_summary.md"), encoding="utf-8") as f:
         committed = f.read().strip("\n")
     assert readme_block(name) == committed, f"copy {folder}/table1_summary.md into README"
-    recipes, runs = report.read_runs(runs_dir)
+    recipes, runs = records.read_runs(runs_dir)
     fresh = report.summary_markdown(report.aggregate(runs, recipes)).strip("\n")
     assert committed == fresh, "rerun gmdgm_tf.sweeps.report: the table is stale"
 

@@ -64,7 +64,7 @@ def test_a_regime_no_prior_can_serve_is_refused_before_anything_is_written(mnist
 
 
 def hand_made_run(recipe, model, labelled_classes, labels_per_class=10, source="mnist"):
-    """A run record as report.read_run returns it: two classes, three test points."""
+    """A run record as records.read_run returns it: two classes, three test points."""
     metrics = evaluation.evaluate_protocols(
         [0, 1, 1], [0, 1, 1], [0, 1], [1, 1], num_classes=2, num_slots=2,
         labelled_classes=labelled_classes)

@@ -14,7 +14,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from gmdgm_tf import filenames, machine
-from gmdgm_tf.sweeps import report, run
+from gmdgm_tf.sweeps import records, report, run
 from conftest import REPO, absolute_paths, load_config
 
 DIGITS = os.path.join(REPO, "configs", "digits_gmdgm.py")
@@ -80,7 +80,7 @@ def summaries(tmp_path):
 
 
 def test_aggregate_mean_and_sample_sd(summaries):
-    recipes, runs = report.read_runs(summaries, ["m2u", "gm"])
+    recipes, runs = records.read_runs(summaries, ["m2u", "gm"])
     assert recipes == ["m2u", "gm"] and [(r["recipe"], r["seed"]) for r in runs] == [
         ("m2u", 0), ("gm", 0), ("gm", 1), ("gm", 2)]
     rows = report.aggregate(runs, recipes)
@@ -128,14 +128,14 @@ def test_other_datasets_get_their_slot_count_and_no_paper_numbers(summaries):
         edit(obj)
         with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             json.dump(obj, f)
-    recipes, runs = report.read_runs(summaries, ["gm", "m2u"])
+    recipes, runs = records.read_runs(summaries, ["gm", "m2u"])
     rows = {row["recipe"]: row for row in report.aggregate(runs, recipes)}
     assert rows["gm"]["paper"] is None and rows["m2u"]["paper"] == report.PAPER["m2"]
     assert rows["gm"]["description"].startswith("GM-DGM, lr 0.001, 19 slots")  # 4 + 15
 
 
 def test_markdown_and_csv_from_hand_made_runs(summaries):
-    recipes, runs = report.read_runs(summaries)
+    recipes, runs = records.read_runs(summaries)
     assert recipes == ["gm", "m2u"]                 # default: every recipe found, sorted
     rows = report.aggregate(runs, recipes)
     text = report.table_markdown(rows, runs, report.machine_line(runs))
@@ -164,7 +164,7 @@ def test_markdown_and_csv_from_hand_made_runs(summaries):
 
 
 def test_best_run_is_chosen_on_validation_never_test(summaries):
-    _, runs = report.read_runs(summaries)
+    _, runs = records.read_runs(summaries)
     best = report.best_runs(runs)
     # gm seed 0 has the best test accuracy, seed 1 the best validation accuracy
     assert best["gm"]["seed"] == 1
@@ -218,7 +218,7 @@ def test_several_summary_directories_report_together_and_a_run_filed_twice_is_re
         summaries, tmp_path):
     probe = str(tmp_path / "probe")
     write_summary(probe, "gm25", 0, (0.95, 0.96, 0.94), val=0.94)
-    recipes, runs = report.read_runs([summaries, probe])
+    recipes, runs = records.read_runs([summaries, probe])
     assert recipes == ["gm", "gm25", "m2u"]
     assert [(r["recipe"], r["seed"]) for r in runs][3] == ("gm25", 0)
     proc = report_cli(f"--summaries={summaries},{probe}", f"--out={tmp_path / 'both'}",
@@ -227,7 +227,7 @@ def test_several_summary_directories_report_together_and_a_run_filed_twice_is_re
     assert "| gm25 | heldout | 1 |" in proc.stdout and "| gm | heldout | 3 |" in proc.stdout
     write_summary(probe, "gm", 1, (0.5, 0.5, 0.5))              # gm seed 1 is in summaries too
     with pytest.raises(report.ReportError, match="gm seed 1 is filed twice"):
-        report.read_runs([summaries, probe])
+        records.read_runs([summaries, probe])
 
 
 # ------------------------------------------------------------------------ recipes, seeds
@@ -521,19 +521,19 @@ def test_a_recipe_with_restarts_says_so():
     config = {"model": {"name": "gmdgm"}, "optimizer": {"learning_rate": 0.001},
               "data": {"num_extra_slots": 25},
               "train": {"precision": "float32", "epochs": 20, "restarts": 2, "restart_epochs": 10}}
-    assert report.describe(config) == ("GM-DGM, lr 0.001, 35 slots, prior rule paper, float32, "
+    assert records.describe(config) == ("GM-DGM, lr 0.001, 35 slots, prior rule paper, float32, "
                                        "20 epochs, best of 2 initialisations at epoch 10")
     config["train"]["restarts"] = 1
-    assert report.describe(config).endswith("float32, 20 epochs")
+    assert records.describe(config).endswith("float32, 20 epochs")
 
 
 def test_a_recipe_with_a_learning_rate_decay_says_so():
     config = {"model": {"name": "gmdgm"},
               "optimizer": {"learning_rate": 0.001, "decay_epoch": 40, "decay_factor": 0.1},
               "data": {"num_extra_slots": 25}, "train": {"precision": "float32", "epochs": 50}}
-    assert report.describe(config).startswith("GM-DGM, lr 0.001 (x 0.1 after epoch 40), 35 slots")
+    assert records.describe(config).startswith("GM-DGM, lr 0.001 (x 0.1 after epoch 40), 35 slots")
     config["optimizer"]["decay_epoch"] = 0
-    assert report.describe(config).startswith("GM-DGM, lr 0.001, 35 slots")
+    assert records.describe(config).startswith("GM-DGM, lr 0.001, 35 slots")
 
 
 def test_the_report_lists_each_restarted_runs_initialisations(summaries, tmp_path):

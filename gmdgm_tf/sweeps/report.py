@@ -4,9 +4,9 @@ r"""Table 1 and Figure 2 from the summaries `gmdgm_tf.sweeps.run` filed, nothing
       [--recipes=gmdgm_fast,m2_fast]
 
 Reads SUMMARIES/NAME_seedK/ (config.json, history.jsonl, metrics.json, data_meta.json,
-runner.json, and samples.png when present): no weights, no data, no TensorFlow, so it
-works from a fresh clone with only results/ committed. SUMMARIES may be a comma-separated
-list of directories (a probe's runs beside Table 1's). Writes into OUT:
+runner.json, and samples.png when present; sweeps/records.py): no weights, no data, no
+TensorFlow, so it works from a fresh clone with only results/ committed. SUMMARIES may be a
+comma-separated list of directories (a probe's runs beside Table 1's). Writes into OUT:
   table1.md, table1.csv   per (recipe, protocol): test accuracy in %, mean (sample SD) over
                           seeds, for labelled classes, unlabelled classes and overall, next
                           to the paper's numbers; NMI, ARI, epochs, seconds; a per-run table
@@ -28,10 +28,9 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from gmdgm_tf import config as config_lib
 from gmdgm_tf import evaluation, filenames, machine, plots, registry
 from gmdgm_tf.sweeps import regimes
-from gmdgm_tf.sweeps.run import read_json
+from gmdgm_tf.sweeps.records import ReportError, describe, read_runs
 
 # Willetts, Roberts & Holmes, Table 1: MNIST test accuracy (%), mean (SD) over seeds.
 PAPER = {name: spec.paper_table1 for name, spec in registry.MODELS.items()
@@ -49,100 +48,6 @@ PROTOCOL_NOTE = ("heldout: slots are named on the validation split (held out fro
                  "training set), accuracy on the test split; paper: slots named on the test "
                  "split itself, as the paper did. Model selection (best epoch, best run) uses "
                  "validation only.")
-
-
-class ReportError(ValueError):
-    """No summaries, or a recipe that has none."""
-
-
-# ---------------------------------------------------------------------------- reading
-
-
-def read_run(folder):
-    """A summary folder -> {"recipe", "seed", "folder", "model", "config", "metrics",
-    "runner", "wall_seconds", "history", "data_meta"}; None without metrics.json.
-    Recipe and seed come from runner.json, else from the folder name and config.json."""
-    def path(name):
-        return os.path.join(folder, name)
-    metrics = read_json(path(filenames.METRICS))
-    if metrics is None:
-        return None
-    runner = read_json(path(filenames.RUNNER_RECORD), {})
-    config = read_json(path(filenames.CONFIG), {})
-    history = []
-    if os.path.exists(path(filenames.HISTORY)):
-        with open(path(filenames.HISTORY), encoding="utf-8") as f:
-            history = [json.loads(line) for line in f if line.strip()]
-    if evaluation.PAPER_SELECTION not in metrics:
-        selection = evaluation.paper_selection(history)
-        if selection is not None:
-            metrics[evaluation.PAPER_SELECTION] = selection
-    return {"recipe": runner.get("recipe", os.path.basename(folder).rpartition("_seed")[0]),
-            "seed": int(runner.get("seed", config.get("seed", 0))),
-            "folder": folder, "model": config.get("model", {}).get("name"), "config": config,
-            "metrics": metrics, "runner": runner, "wall_seconds": runner.get("wall_seconds"),
-            "history": history, "data_meta": read_json(path(filenames.DATA_META), {})}
-
-
-def read_runs(summaries, recipes=None):
-    """-> (recipes in table order, [run record] sorted by recipe order then seed).
-
-    summaries: a directory of summary folders, or a list of them (e.g. Table 1's runs and
-    a probe's, to compare them in one report). recipes: names to show, in order (None:
-    every recipe found, sorted). Raises ReportError for a missing or empty summaries dir,
-    for a recipe with no summaries and for a (recipe, seed) filed in two directories."""
-    dirs = [summaries] if isinstance(summaries, str) else list(summaries)
-    runs, where = [], {}
-    for folder in dirs:
-        if not os.path.isdir(folder):
-            raise ReportError(f"--summaries {folder}: no such directory")
-        for run in (read_run(os.path.join(folder, d))
-                    for d in sorted(os.listdir(folder)) if not d.endswith(".tmp")):
-            if run is None:
-                continue
-            key = (run["recipe"], run["seed"])
-            if key in where:
-                raise ReportError(f"--summaries: {key[0]} seed {key[1]} is filed twice: "
-                                  f"{where[key]} and {run['folder']}")
-            where[key] = run["folder"]
-            runs.append(run)
-    if not runs:
-        raise ReportError(f"--summaries {','.join(dirs)}: no run summaries (metrics.json) "
-                          "in it")
-    found = sorted({r["recipe"] for r in runs})
-    unknown = [name for name in recipes or () if name not in found]
-    if unknown:
-        raise ReportError(f"--recipes: no summaries for {unknown}; found {found}")
-    recipes = list(dict.fromkeys(recipes)) if recipes else found
-    runs = sorted((r for r in runs if r["recipe"] in recipes),
-                  key=lambda r: (recipes.index(r["recipe"]), r["seed"]))
-    return recipes, runs
-
-
-def _filed(config, field):
-    """A filed config.json's value of `field` ('section.key'), or, where it was filed before
-    the field existed, the value those runs had (config.ADDED_FIELDS)."""
-    section, key = field.split(".")
-    value = config.get(section, {}).get(key)
-    return config_lib.ADDED_FIELDS[field] if value is None else value
-
-
-def describe(config, num_classes=10):
-    """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'
-    (num_classes: the dataset's, from data_meta.json)."""
-    data, train = config.get("data", {}), config.get("train", {})
-    optimizer = config.get("optimizer", {})
-    epochs, restarts = train.get("epochs"), _filed(config, "train.restarts")
-    decay_epoch = _filed(config, "optimizer.decay_epoch")
-    return (f"{plots.model_title(config.get('model', {}).get('name'))}, "
-            f"lr {optimizer.get('learning_rate')}"
-            + (f" (x {_filed(config, 'optimizer.decay_factor')} after epoch {decay_epoch})"
-               if decay_epoch else "") + ", "
-            f"{num_classes + int(data.get('num_extra_slots', 0))} slots, "
-            f"prior rule {_filed(config, 'data.prior_rule')}, {train.get('precision')}, "
-            f"{epochs} epoch{'' if epochs == 1 else 's'}"
-            + (f", best of {restarts} initialisations at epoch {train.get('restart_epochs')}"
-               if restarts > 1 else ""))
 
 
 # ------------------------------------------------------------------------ aggregation
