@@ -522,7 +522,7 @@ def test_a_recipe_with_restarts_says_so():
               "data": {"num_extra_slots": 25},
               "train": {"precision": "float32", "epochs": 20, "restarts": 2, "restart_epochs": 10}}
     assert records.describe(config) == ("GM-DGM, lr 0.001, 35 slots, prior rule paper, float32, "
-                                       "20 epochs, best of 2 initialisations at epoch 10")
+                                        "20 epochs, best of 2 initialisations at epoch 10")
     config["train"]["restarts"] = 1
     assert records.describe(config).endswith("float32, 20 epochs")
 
@@ -534,6 +534,16 @@ def test_a_recipe_with_a_learning_rate_decay_says_so():
     assert records.describe(config).startswith("GM-DGM, lr 0.001 (x 0.1 after epoch 40), 35 slots")
     config["optimizer"]["decay_epoch"] = 0
     assert records.describe(config).startswith("GM-DGM, lr 0.001, 35 slots")
+
+
+def test_a_recipe_with_grey_level_targets_says_so():
+    config = {"model": {"name": "gmdgm", "binarize": False},
+              "optimizer": {"learning_rate": 0.001}, "data": {"num_extra_slots": 25},
+              "train": {"precision": "float32", "epochs": 50}}
+    assert records.describe(config) == ("GM-DGM, lr 0.001, 35 slots, prior rule paper, "
+                                        "grey-level targets, float32, 50 epochs")
+    del config["model"]["binarize"]            # filed before the field: binarised
+    assert "grey" not in records.describe(config)
 
 
 def test_the_report_lists_each_restarted_runs_initialisations(summaries, tmp_path):

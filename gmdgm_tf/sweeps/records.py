@@ -97,7 +97,9 @@ def describe(config, num_classes=10):
             + (f" (x {_filed(config, 'optimizer.decay_factor')} after epoch {decay_epoch})"
                if decay_epoch else "") + ", "
             f"{num_classes + int(data.get('num_extra_slots', 0))} slots, "
-            f"prior rule {_filed(config, 'data.prior_rule')}, {train.get('precision')}, "
+            f"prior rule {_filed(config, 'data.prior_rule')}, "
+            + ("" if _filed(config, "model.binarize") else "grey-level targets, ")
+            + f"{train.get('precision')}, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}"
             + (f", best of {restarts} initialisations at epoch {train.get('restart_epochs')}"
                if restarts > 1 else ""))
