@@ -15,7 +15,7 @@ SEMI_UNSUPERVISED, UNSUPERVISED, SEMI_SUPERVISED = (
 # Published MNIST test accuracy (%) of the neighbouring regimes: regime -> {model name:
 # (mean, SD, who)}. Semi-supervised: 100 labels (10 per class), errors 11.97 +- 1.71 and
 # 0.96 +- 0.02 as published. Unsupervised: the authors' later version of the paper
-# (arXiv:1901.08560), the best of their Gaussian-mixture models.
+# (arXiv:1901.08560), with their Gaussian-mixture models (GM-DGM, AGM-DGM).
 LITERATURE = {
     UNSUPERVISED: {name: (96.3, 0.9, "Willetts, Roberts & Holmes, 2019")
                    for name in ("gmdgm", "agmdgm")},
