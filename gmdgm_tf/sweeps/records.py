@@ -77,6 +77,11 @@ def read_runs(summaries, recipes=None):
     return recipes, runs
 
 
+def num_classes(run):
+    """A run record's class count, from its data_meta.json (10 where it names none)."""
+    return len(run["data_meta"].get("class_names", range(10)))
+
+
 def _filed(config, field):
     """A filed config.json's value of `field` ('section.key'), or, where it was filed before
     the field existed, the value those runs had (config.ADDED_FIELDS)."""

@@ -33,17 +33,13 @@ def regime(config, num_classes):
     return SEMI_SUPERVISED if len(labelled) >= num_classes else SEMI_UNSUPERVISED
 
 
-def published(model, configs, num_classes):
-    """-> (mean, SD, who) published for this model in the regime its runs share, or None:
-    on MNIST only, with 100 labels for the semi-supervised regime, and not for the
-    semi-unsupervised one (the paper's Table 1 has its own columns)."""
-    data = [c.get("data", {}) for c in configs]
-    names = {regime(c, num_classes) for c in configs}
-    if not configs or len(names) != 1 or any(d.get("source") != "mnist" for d in data):
-        return None
-    name = names.pop()
-    if name == SEMI_SUPERVISED and any(d.get("labels_per_class")
-                                       != SEMI_SUPERVISED_LABELS_PER_CLASS for d in data):
+def published(model, name, configs):
+    """MNIST runs of one model in regime `name` (None: their regimes differ), their filed
+    config.json dicts -> (mean, SD, who) published for it, or None: with 100 labels for
+    the semi-supervised regime, and never for the semi-unsupervised one (the paper's
+    Table 1 has its own columns). The caller checks that the runs are on MNIST."""
+    if name == SEMI_SUPERVISED and any(c.get("data", {}).get("labels_per_class")
+                                       != SEMI_SUPERVISED_LABELS_PER_CLASS for c in configs):
         return None
     return LITERATURE.get(name, {}).get(model)
 

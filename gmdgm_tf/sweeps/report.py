@@ -30,7 +30,7 @@ from absl import app, flags
 
 from gmdgm_tf import evaluation, filenames, machine, plots, registry
 from gmdgm_tf.sweeps import regimes
-from gmdgm_tf.sweeps.records import ReportError, describe, read_runs
+from gmdgm_tf.sweeps.records import ReportError, describe, num_classes, read_runs
 
 # Willetts, Roberts & Holmes, Table 1: MNIST test accuracy (%), mean (SD) over seeds.
 PAPER = {name: spec.paper_table1 for name, spec in registry.MODELS.items()
@@ -85,21 +85,20 @@ def aggregate(runs, recipes=None, protocols=PROTOCOLS):
     for recipe in recipes:
         mine = sorted((r for r in runs if r["recipe"] == recipe), key=lambda r: r["seed"])
         model = mine[0]["model"] if mine else None
-        num_classes = len(mine[0]["data_meta"].get("class_names", range(10))) if mine else 10
-        names = sorted({regimes.regime(r["config"], num_classes) for r in mine})
-        paper_rows = _paper_dataset(mine) and names == [regimes.SEMI_UNSUPERVISED]
+        names = sorted({regimes.regime(r["config"], num_classes(r)) for r in mine})
+        regime = names[0] if len(names) == 1 else None
+        on_mnist = _paper_dataset(mine)
+        paper = PAPER.get(model) if on_mnist and regime == regimes.SEMI_UNSUPERVISED else None
+        published = (regimes.published(model, regime, [r["config"] for r in mine])
+                     if on_mnist else None)
         for protocol in protocols:
             if not all(protocol in r["metrics"] for r in mine):
                 continue
             row = {"recipe": recipe, "model": model, "protocol": protocol,
                    "description": " | ".join(dict.fromkeys(
-                       describe(r["config"], len(r["data_meta"].get("class_names", range(10))))
-                       for r in mine)),
+                       describe(r["config"], num_classes(r)) for r in mine)),
                    "seeds": [r["seed"] for r in mine], "n_seeds": len(mine),
-                   "regime": " | ".join(names),
-                   "paper": PAPER.get(model) if paper_rows else None,
-                   "published": regimes.published(model, [r["config"] for r in mine],
-                                                  num_classes)}
+                   "regime": " | ".join(names), "paper": paper, "published": published}
             for group, key, _ in GROUPS:
                 row[group] = mean_sd([None if r["metrics"][protocol][key] is None
                                       else 100 * r["metrics"][protocol][key] for r in mine])
@@ -244,7 +243,8 @@ def validation_by_epoch(runs, recipes):
 def table_markdown(rows, runs, machine_text):
     """Table 1, the recipes, training costs and a per-run table -> Markdown text."""
     data = runs[0]["config"].get("data", {}) if runs else {}
-    title = ("Table 1: semi-unsupervised learning" if _only_semi_unsupervised(rows) else
+    table1 = _only_semi_unsupervised(rows)
+    title = ("Table 1: semi-unsupervised learning" if table1 else
              "Regimes: " + ", ".join(dict.fromkeys(row["regime"] for row in rows)))
     lines = [f"# {title}", "",
              f"Data: {data.get('source')}; " + (
@@ -253,7 +253,7 @@ def table_markdown(rows, runs, machine_text):
                  if data.get("labelled_classes") else "no labels at all."),
              "", "Test-set accuracy in %, mean (SD) over seeds, next to " + (
                  "the paper's published numbers for the recipe's model (Willetts et al., "
-                 "Table 1, MNIST). " if _only_semi_unsupervised(rows) else
+                 "Table 1, MNIST). " if table1 else
                  "the published numbers of the same regime, listed below the table (the "
                  "paper columns are Table 1's regime alone). ") + SD_NOTE, ""]
     if any(r["config"].get("data", {}).get("source") != "mnist" for r in runs):
