@@ -5,6 +5,7 @@ import csv
 import datetime
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -240,6 +241,9 @@ def test_recipe_parsing_and_bad_input():
     assert recipe.overrides == (("train.epochs", "3"), ("model.name", "m2"),
                                 ("data.prior_rule", "uniform"))
     assert run.Recipe.parse(f"gm={DIGITS}").config_arg is None
+    wide = run.Recipe.parse(f"w={DIGITS},model.hidden_sizes=(500,500),train.epochs=3")
+    assert wide.overrides == (("model.hidden_sizes", "(500,500)"), ("train.epochs", "3"))
+    assert wide.portable()[1] == ["model.hidden_sizes=(500,500)", "train.epochs=3"]
     for bad, message in [("gm", "expected NAME="), (f"={DIGITS}", "expected NAME="),
                          ("gm=", "expected NAME="), (f"g m={DIGITS}", "letters, digits"),
                          (f"gm={DIGITS},model.name", "not FIELD=VALUE"),
@@ -376,7 +380,8 @@ def test_runner_record_is_portable(tmp_path, monkeypatch):
     absolute path, no field that names a place on this machine."""
     from absl import flags  # pylint: disable=import-outside-toplevel
     from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-    recipe = run.Recipe.parse(f"m2={DIGITS}:smoke,model.name=m2,train.tpu_address=grpc://t:1",
+    recipe = run.Recipe.parse(f"m2={DIGITS}:smoke,model.name=m2,train.tpu_address=grpc://t:1,"
+                              "model.hidden_sizes=(40,40)",
                               common=[("data.tfds_dir", str(tmp_path / "tfds")),
                                       ("train.epochs", "3")])
     r = run.plan([recipe], [4], str(tmp_path / "out"))[0]
@@ -386,7 +391,8 @@ def test_runner_record_is_portable(tmp_path, monkeypatch):
         text = f.read()
     record = json.loads(text)
     assert record["config"] == "configs/digits_gmdgm.py:smoke"
-    assert record["overrides"] == ["train.epochs=3", "model.name=m2"]
+    assert record["overrides"] == ["train.epochs=3", "model.name=m2",
+                                   "model.hidden_sizes=(40,40)"]
     head = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()   # the tests run in a checkout
     assert record["commit"] == head == record["attempts"][-1]["commit"]
@@ -396,18 +402,19 @@ def test_runner_record_is_portable(tmp_path, monkeypatch):
     assert record["command"] == (
         "python -m gmdgm_tf.train --config=configs/digits_gmdgm.py:smoke "
         f"--workdir={os.path.relpath(r.workdir, REPO)} --config.seed=4 "
-        "--config.train.epochs=3 --config.model.name=m2")
+        "--config.train.epochs=3 --config.model.name=m2 '--config.model.hidden_sizes=(40,40)'")
     # run from the checkout's root, it parses to the config the sweep trained (the
     # machine's fields aside)
     monkeypatch.chdir(REPO)
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
     flags.DEFINE_string("workdir", None, "", flag_values=fv)
-    argv = ["train"] + record["command"].split()[3:]
+    argv = ["train"] + shlex.split(record["command"])[3:]
     monkeypatch.setattr(sys, "argv", argv)
     fv(argv)
     expected = load_config("digits_gmdgm", "smoke")
     expected.model.name, expected.seed, expected.train.epochs = "m2", 4, 3
+    expected.model.hidden_sizes = (40, 40)
     assert fv.config.to_json() == expected.to_json()
     assert os.path.abspath(fv.workdir) == r.workdir
 

@@ -7,7 +7,8 @@ r"""Trains recipes x seeds, one `python -m gmdgm_tf.train` at a time, filing eac
       --seeds=0-4 --set=data.dir=../shared/data/mnist
 
 A recipe is NAME=CONFIG_FILE[:ARG][,FIELD=VALUE...]: a config file passed by path (as to
-`gmdgm_tf.train`) and field overrides; `--set` adds overrides to every recipe. Each
+`gmdgm_tf.train`) and field overrides (a tuple in brackets is one value:
+`model.hidden_sizes=(500,500)`); `--set` adds overrides to every recipe. Each
 (recipe, seed) trains in OUT/runs/NAME_seedK with config.seed = K and logs to its
 train.log there. Runs are ordered seed by seed (every recipe's seed 0, then seed 1 ...),
 so a sweep stopped part-way leaves comparable seeds for every recipe.
@@ -33,6 +34,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,7 +70,7 @@ class Recipe:
             raise SweepError(f"--recipe {text!r}: expected NAME=CONFIG_FILE[:ARG][,FIELD=VALUE...]")
         if not name.replace("_", "").replace("-", "").isalnum():
             raise SweepError(f"--recipe name {name!r}: use letters, digits, _ and -")
-        path, *fields = rest.split(",")
+        path, *fields = _split_top_level(rest)
         path, _, arg = path.partition(":")
         overrides = list(common)
         for field in fields:
@@ -94,6 +96,18 @@ class Recipe:
         record keeps, without the fields that name places on this machine."""
         return (machine.portable_path(self.config_file) + self._arg,
                 [f"{k}={v}" for k, v in self.overrides if k not in config_lib.MACHINE_ONLY])
+
+
+def _split_top_level(text):
+    """'a,b=(1,2),c' -> ['a', 'b=(1,2)', 'c']: commas inside brackets stay in their field,
+    so a tuple override (model.hidden_sizes=(500,500)) is one field."""
+    fields, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "([") - (char in ")]")
+        if char == "," and depth == 0:
+            fields.append(text[start:i])
+            start = i + 1
+    return fields + [text[start:]]
 
 
 def parse_seeds(text):
@@ -136,12 +150,13 @@ class Run:
 
     def portable(self):
         """-> the record's {"config", "overrides", "command"}: the command as one line from
-        the checkout's root, no absolute paths, no MACHINE_ONLY fields."""
+        the checkout's root (quoted for a POSIX shell), no absolute paths, no MACHINE_ONLY
+        fields."""
         config, overrides = self.recipe.portable()
         workdir = machine.portable_path(self.workdir)
-        command = " ".join(["python -m gmdgm_tf.train", f"--config={config}",
-                            f"--workdir={workdir}", f"--config.seed={self.seed}"]
-                           + [f"--config.{o}" for o in overrides])
+        args = ([f"--config={config}", f"--workdir={workdir}", f"--config.seed={self.seed}"]
+                + [f"--config.{o}" for o in overrides])
+        command = " ".join(["python -m gmdgm_tf.train"] + [shlex.quote(a) for a in args])
         return {"config": config, "overrides": overrides, "command": command}
 
 
