@@ -553,6 +553,18 @@ def test_a_recipe_with_grey_level_targets_says_so():
     assert "grey" not in records.describe(config)
 
 
+def test_a_recipe_names_the_settings_it_changes_from_the_base_config():
+    config = {"model": {"name": "gmdgm", "hidden_sizes": [256, 256], "z_dim": 100,
+                        "alpha": 10.0, "weight_prior_scale": 1.0},
+              "optimizer": {"learning_rate": 0.001}, "data": {"unlabelled_batch_size": 25},
+              "train": {"precision": "float32", "epochs": 50}}
+    assert records.describe(config).endswith(
+        "float32, 50 epochs, hidden 256x256, alpha 10.0, unlabelled batch 25")
+    config["model"].update(hidden_sizes=[500, 500], alpha=1.1)   # base_config's values
+    config["data"] = {}
+    assert records.describe(config).endswith("float32, 50 epochs")
+
+
 def test_the_report_lists_each_restarted_runs_initialisations(summaries, tmp_path):
     path = os.path.join(summaries, "gm_seed1", "metrics.json")
     metrics = json.load(open(path, encoding="utf-8"))

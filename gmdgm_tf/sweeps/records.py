@@ -90,8 +90,34 @@ def _filed(config, field):
     return config_lib.ADDED_FIELDS[field] if value is None else value
 
 
+# Settings a recipe line names only where a run's config.json departs from base_config's:
+# (field, label). A field the file lacks (a hand-made or older record) is not named.
+NAMED_IF_CHANGED = (("model.hidden_sizes", "hidden"), ("model.z_dim", "z"),
+                    ("model.aux_dim", "a"), ("model.alpha", "alpha"),
+                    ("model.alpha_scaling", "alpha scaling"),
+                    ("model.weight_prior_scale", "weight prior x"),
+                    ("model.prior_loc_stddev", "slot-mean init SD"),
+                    ("data.labelled_batch_size", "labelled batch"),
+                    ("data.unlabelled_batch_size", "unlabelled batch"))
+
+
+def _changed(config):
+    """-> 'hidden 256x256, alpha 10': config.json's NAMED_IF_CHANGED departures."""
+    base, named = config_lib.base_config(), []
+    for field, label in NAMED_IF_CHANGED:
+        section, key = field.split(".")
+        value, default = config.get(section, {}).get(key), base[section][key]
+        if isinstance(default, tuple) and value is not None:
+            value = tuple(value)                          # JSON keeps tuples as lists
+        if value is not None and value != default:
+            text = "x".join(map(str, value)) if isinstance(value, tuple) else value
+            named.append(f"{label} {text}")
+    return ", ".join(named)
+
+
 def describe(config, num_classes=10):
-    """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs'
+    """config.json -> 'GM-DGM, lr 0.0003, 15 slots, prior rule paper, float32, 3 epochs',
+    then the settings of NAMED_IF_CHANGED that depart from base_config's ('..., alpha 10')
     (num_classes: the dataset's, from data_meta.json)."""
     data, train = config.get("data", {}), config.get("train", {})
     optimizer = config.get("optimizer", {})
@@ -107,4 +133,5 @@ def describe(config, num_classes=10):
             + f"{train.get('precision')}, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}"
             + (f", best of {restarts} initialisations at epoch {train.get('restart_epochs')}"
-               if restarts > 1 else ""))
+               if restarts > 1 else "")
+            + (f", {changed}" if (changed := _changed(config)) else ""))

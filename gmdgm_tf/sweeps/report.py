@@ -281,7 +281,10 @@ def table_markdown(rows, runs, machine_text):
                   ""] + [f"- `{row['recipe']}` ({row['regime']}): "
                          f"{regimes.format_published(row['published'])}"
                          for row in published] + [""]
-    lines += ["## Recipes", ""]
+    lines += ["## Recipes", "", "Besides model, rates, slots, prior, precision, budget and "
+              "initialisations, each line names the settings that depart from "
+              "`gmdgm_tf/config.py`'s base_config (hidden sizes, z, a, alpha, batch sizes ...).",
+              ""]
     first = [row for row in rows if row["protocol"] == rows[0]["protocol"]]
     lines += [f"- `{row['recipe']}`: {row['description']}; seeds "
               f"{', '.join(map(str, row['seeds']))}" for row in first]
