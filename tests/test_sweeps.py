@@ -120,6 +120,12 @@ def test_aggregate_mean_and_sample_sd(summaries):
                                 "paper, float32, 30 epochs")
 
 
+def test_late_validation_is_the_mean_over_the_second_half_of_the_epochs():
+    history = [{"epoch": e, "val_accuracy": e / 10} for e in range(1, 8)] + [{"epoch": 8}]
+    assert report.late_validation({"history": history}) == pytest.approx(55.0)  # epochs 4-7
+    assert report.late_validation({"history": [{"epoch": 1}]}) is None
+
+
 def test_other_datasets_get_their_slot_count_and_no_paper_numbers(summaries):
     folder = os.path.join(summaries, "gm_seed0")
     for name, edit in (("config.json", lambda c: c["data"].update(source="npz:x.npz")),
