@@ -40,8 +40,8 @@ PROTOCOLS = ("heldout", "paper", evaluation.PAPER_SELECTION)
 GROUPS = (("labelled", "accuracy_labelled_classes", "Labelled classes"),
           ("unlabelled", "accuracy_unlabelled_classes", "Unlabelled classes"),
           ("overall", "accuracy", "Overall"))
-STATS = ("nmi", "ari", "validation_accuracy", "validation_late", "epochs_run", "selected_epoch", "train_seconds",
-         "wall_seconds", "seconds_per_epoch")
+STATS = ("nmi", "ari", "validation_accuracy", "validation_late", "epochs_run", "selected_epoch",
+         "train_seconds", "wall_seconds", "seconds_per_epoch")
 SD_NOTE = ("SD is the sample standard deviation over seeds (ddof=1), as the paper's (SD); "
            "n/a with fewer than 2 seeds.")
 PROTOCOL_NOTE = ("heldout: slots are named on the validation split (held out from the "
