@@ -82,11 +82,16 @@ def num_classes(run):
     return len(run["data_meta"].get("class_names", range(10)))
 
 
+def _value(config, field):
+    """A config dict's value of `field` ('section.key'); None where it has none."""
+    section, key = field.split(".")
+    return config.get(section, {}).get(key)
+
+
 def _filed(config, field):
     """A filed config.json's value of `field` ('section.key'), or, where it was filed before
     the field existed, the value those runs had (config.ADDED_FIELDS)."""
-    section, key = field.split(".")
-    value = config.get(section, {}).get(key)
+    value = _value(config, field)
     return config_lib.ADDED_FIELDS[field] if value is None else value
 
 
@@ -103,10 +108,9 @@ NAMED_IF_CHANGED = (("model.hidden_sizes", "hidden"), ("model.z_dim", "z"),
 
 def _changed(config):
     """-> 'hidden 256x256, alpha 10': config.json's NAMED_IF_CHANGED departures."""
-    base, named = config_lib.base_config(), []
+    base, named = config_lib.base_config().to_dict(), []
     for field, label in NAMED_IF_CHANGED:
-        section, key = field.split(".")
-        value, default = config.get(section, {}).get(key), base[section][key]
+        value, default = _value(config, field), _value(base, field)
         if isinstance(default, tuple) and value is not None:
             value = tuple(value)                          # JSON keeps tuples as lists
         if value is not None and value != default:

@@ -62,15 +62,20 @@ def mean_sd(values):
             "sd": float(values.std(ddof=1)) if n >= 2 else None, "n": n}
 
 
+def validation_curve(run):
+    """-> {epoch: validation accuracy in %} from the run's history (epochs that have one)."""
+    return {h["epoch"]: 100 * h["val_accuracy"] for h in run["history"] if "val_accuracy" in h}
+
+
 def late_validation(run):
     """-> mean validation accuracy in % over the second half of the epochs run (epochs
     151-300 of 300): the level training settles on, which the noise of single epochs moves
     far less than the selected epoch's; None without a history."""
-    curve = {h["epoch"]: h["val_accuracy"] for h in run["history"] if "val_accuracy" in h}
+    curve = validation_curve(run)
     if not curve:
         return None
     half = max(curve) // 2
-    return 100 * float(np.mean([v for e, v in curve.items() if e > half]))
+    return float(np.mean([v for e, v in curve.items() if e > half]))
 
 
 def run_stats(run, protocol):
@@ -103,12 +108,13 @@ def aggregate(runs, recipes=None, protocols=PROTOCOLS):
         paper = PAPER.get(model) if on_mnist and regime == regimes.SEMI_UNSUPERVISED else None
         published = (regimes.published(model, regime, [r["config"] for r in mine])
                      if on_mnist else None)
+        description = " | ".join(dict.fromkeys(describe(r["config"], num_classes(r))
+                                               for r in mine))
         for protocol in protocols:
             if not all(protocol in r["metrics"] for r in mine):
                 continue
             row = {"recipe": recipe, "model": model, "protocol": protocol,
-                   "description": " | ".join(dict.fromkeys(
-                       describe(r["config"], num_classes(r)) for r in mine)),
+                   "description": description,
                    "seeds": [r["seed"] for r in mine], "n_seeds": len(mine),
                    "regime": " | ".join(names), "paper": paper, "published": published}
             for group, key, _ in GROUPS:
@@ -238,8 +244,7 @@ def validation_by_epoch(runs, recipes):
     """-> (epochs, {recipe: {epoch: mean_sd of val_accuracy in %}}): epoch 1, every k-th
     (k from EPOCH_STEPS: at most ~10 columns) and each recipe's last, wherever all of the
     recipe's runs have it; shows whether the budget reached the plateau."""
-    seeds = {name: [{h["epoch"]: 100 * h["val_accuracy"] for h in r["history"]
-                     if "val_accuracy" in h} for r in runs if r["recipe"] == name]
+    seeds = {name: [validation_curve(r) for r in runs if r["recipe"] == name]
              for name in recipes}
     longest = max((max(c) for per_seed in seeds.values() for c in per_seed if c), default=1)
     every = next((k for k in EPOCH_STEPS if longest / k <= 10), EPOCH_STEPS[-1])

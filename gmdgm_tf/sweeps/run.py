@@ -142,11 +142,15 @@ class Run:
     def name(self):
         return f"{self.recipe.name}_seed{self.seed}"
 
+    def _train_args(self, config, workdir, overrides):
+        """`gmdgm_tf.train`'s arguments: config file, workdir, seed, then FIELD=VALUE each."""
+        return ([f"--config={config}", f"--workdir={workdir}", f"--config.seed={self.seed}"]
+                + [f"--config.{o}" for o in overrides])
+
     def command(self):
         """The `python -m gmdgm_tf.train` argv that trains this run."""
-        return ([sys.executable, "-m", "gmdgm_tf.train", f"--config={self.recipe.spec}",
-                 f"--workdir={self.workdir}", f"--config.seed={self.seed}"]
-                + [f"--config.{k}={v}" for k, v in self.recipe.overrides])
+        return [sys.executable, "-m", "gmdgm_tf.train"] + self._train_args(
+            self.recipe.spec, self.workdir, [f"{k}={v}" for k, v in self.recipe.overrides])
 
     def portable(self):
         """-> the record's {"config", "overrides", "command"}: the command as one line from
@@ -154,9 +158,8 @@ class Run:
         fields."""
         config, overrides = self.recipe.portable()
         workdir = machine.portable_path(self.workdir)
-        args = ([f"--config={config}", f"--workdir={workdir}", f"--config.seed={self.seed}"]
-                + [f"--config.{o}" for o in overrides])
-        command = " ".join(["python -m gmdgm_tf.train"] + [shlex.quote(a) for a in args])
+        command = " ".join(["python -m gmdgm_tf.train"] + [
+            shlex.quote(a) for a in self._train_args(config, workdir, overrides)])
         return {"config": config, "overrides": overrides, "command": command}
 
 
