@@ -80,6 +80,10 @@ def test_the_report_says_when_accuracy_is_the_plain_argmax():
     run = hand_made_run("semisup", "m2", (0, 1))
     text = report.table_markdown(report.aggregate([run]), [run], "Machine: test")
     assert "both protocols are the plain argmax of q(y|x)" in text
+    assert "with 10 labels each, every class labelled." in text
+    paper_split = hand_made_run("semi_unsup", "gmdgm", (0,))
+    text = report.table_markdown(report.aggregate([paper_split]), [paper_split], "Machine: t")
+    assert ", the other classes unlabelled." in text
     assert json.dumps(run["metrics"]["heldout"]["accuracy"]) == "0.5"
 
 
@@ -99,7 +103,9 @@ def test_each_regime_sits_beside_its_own_published_numbers_never_table_1s():
     summary = report.summary_markdown(report.aggregate(runs[:2]))
     assert summary.splitlines()[0].startswith("| Regime | Recipe | Protocol |")
     assert "| semi-supervised | M2 semi | heldout | 1 | 50.0 (n/a) |" in summary
-    assert summary.count("88.03 (1.71), Kingma et al., 2014") == 2  # heldout and paper rows
+    assert summary.count("88.03 (1.71), Kingma et al., 2014") == 1  # paper = heldout here
+    assert "| unsupervised | unsup | paper | 1 |" in summary  # cluster-and-label on test
+    assert "paper_selection" not in summary
     text = report.table_markdown(report.aggregate(runs[:2]), runs[:2], "Machine: test")
     assert text.startswith("# Regimes: unsupervised, semi-supervised\n\nData: mnist; no labels")
     assert "Willetts et al., Table 1" not in text
