@@ -82,7 +82,9 @@ def test_readme_digits_numbers_are_runs_of_the_current_default_config():
 
 # ------------------------------------------------------------- the README and docs/ pages
 
-README_MAX_LINES = 200  # the rest belongs in docs/
+# The README's own text, outside the tables the report writes into it (those grow with the
+# rows the issues ask for): the rest belongs in docs/.
+README_MAX_PROSE_LINES = 175
 
 
 def read(path):
@@ -114,7 +116,10 @@ def local_links(markdown):
 
 def test_readme_is_short_and_opens_with_what_install_test_run_results():
     text = read("README.md")
-    assert len(text.splitlines()) < README_MAX_LINES, "move details to docs/"
+    prose = re.sub(r"^<!-- (\w+): written by .*?^<!-- \1: end -->$", "", text,
+                   flags=re.M | re.S)
+    assert text.count(": end -->") == 3 and prose.count(": end -->") == 0
+    assert len(prose.splitlines()) <= README_MAX_PROSE_LINES, "move details to docs/"
     order = ["Willetts, Roberts & Holmes", "pip install", "python -m pytest",
              "python -m gmdgm_tf.train", "## Table 1", "results/table1/figure2.png"]
     where = [text.find(s) for s in order]
