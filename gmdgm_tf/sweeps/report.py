@@ -266,8 +266,9 @@ def table_markdown(rows, runs, machine_text):
     """Table 1, the recipes, training costs and a per-run table -> Markdown text."""
     data = runs[0]["config"].get("data", {}) if runs else {}
     labelled = data.get("labelled_classes")
-    rest = ("every class labelled" if runs and len(labelled or ()) == num_classes(runs[0])
-            else "the other classes unlabelled")
+    every_class = bool(runs) and regimes.regime(
+        runs[0]["config"], num_classes(runs[0])) == regimes.SEMI_SUPERVISED
+    rest = "every class labelled" if every_class else "the other classes unlabelled"
     table1 = _only_semi_unsupervised(rows)
     title = ("Table 1: semi-unsupervised learning" if table1 else
              "Regimes: " + ", ".join(dict.fromkeys(row["regime"] for row in rows)))
