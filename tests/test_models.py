@@ -270,8 +270,9 @@ def test_loss_equals_the_naive_sum_of_bounds_alpha_term_and_weight_prior(name):
                                0.5 * sum((k ** 2).sum() for k in kernels) / 1000, rtol=1e-5)
 
 
-def test_unsupervised_step_has_no_labelled_terms():
-    model, x = tiny_model("gmdgm")
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_unsupervised_step_has_no_labelled_terms(name):
+    model, x = tiny_model(name)
     _, terms = model.compute_losses(np.zeros((0, D), np.float32), np.zeros((0,), np.int32), x)
     assert "elbo_labelled" not in terms and np.isfinite(terms["loss"].numpy())
 

@@ -1,5 +1,6 @@
 """The three regimes from one code, at smoke size on MNIST: unsupervised, semi-supervised
-(every class labelled) and the refusal of a regime no map can serve."""
+(every class labelled) and the refusal of a regime no map can serve; an auxiliary model
+(model.name=agmdgm|am2) runs each regime as well."""
 
 import json
 import os
@@ -12,15 +13,19 @@ from gmdgm_tf.sources import DataError
 from conftest import load_config
 
 
-def regime(name, mnist_dir):
+def regime(name, mnist_dir, model=None):
+    """The regime's config at smoke size; `model` swaps its model (as --config.model.name)."""
     config = load_config(f"mnist_{name}", "smoke")
     config.data.dir = mnist_dir
+    if model:
+        config.model.name = model
     return config
 
 
+@pytest.mark.parametrize("model", ["gmdgm", "agmdgm"])
 def test_unsupervised_mnist_has_no_labels_and_is_scored_by_cluster_and_label(
-        mnist_dir, tmp_path):
-    config = regime("gmdgm_unsup", mnist_dir)
+        mnist_dir, tmp_path, model):
+    config = regime("gmdgm_unsup", mnist_dir, model)
     config.train.update(restarts=1, restart_epochs=0)  # restarts: tests/test_experiment.py
     split = data.load_split(config.data, config.seed)
     assert len(split.x_labelled) == 0 and len(split.x_unlabelled) == 50000
@@ -36,9 +41,10 @@ def test_unsupervised_mnist_has_no_labels_and_is_scored_by_cluster_and_label(
     np.testing.assert_array_equal(named, used)
 
 
-@pytest.mark.parametrize("name", ["m2_semisup", "gmdgm_semisup"])
-def test_semi_supervised_mnist_scores_the_plain_argmax(mnist_dir, tmp_path, name):
-    config = regime(name, mnist_dir)
+@pytest.mark.parametrize("name,model", [("m2_semisup", "m2"), ("gmdgm_semisup", "gmdgm"),
+                                        ("m2_semisup", "am2")])
+def test_semi_supervised_mnist_scores_the_plain_argmax(mnist_dir, tmp_path, name, model):
+    config = regime(name, mnist_dir, model)
     metrics = experiment.train_and_evaluate(config, str(tmp_path))
     split = data.load_split(config.data, config.seed)
     assert np.all(np.bincount(split.y_labelled, minlength=10) == 10)
