@@ -1,7 +1,7 @@
 """The README's tables (Table 1 on MNIST; the digits default over seeds; the other regimes)
 are the committed tables, and each committed table is what its committed run summaries
 give: a regenerated table not copied into the README, or runs filed without regenerating
-the table, fail here.
+the table, fail here; so does a mean (SD) quoted in the README's prose that no table shows.
 The README and the docs/ pages it links to are checked as a user reads them: every link
 and anchor resolves, every config, module, script and results path they name exists, and
 none of them points at a folder that only the project's own machines have."""
@@ -41,6 +41,24 @@ def test_readme_table_equals_the_committed_table_and_its_runs(name):
     recipes, runs = records.read_runs(runs_dir)
     fresh = report.summary_markdown(report.aggregate(runs, recipes)).strip("\n")
     assert committed == fresh, "rerun gmdgm_tf.sweeps.report: the table is stale"
+
+
+def test_readme_prose_quotes_only_figures_its_tables_hold():
+    """A 'mean (SD)' figure written by hand around the tables (e.g. 'the fast GM-DGM scores
+    93.9 (0.4)') must be one the generated blocks show, so it cannot go stale unseen."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        prose = f.read()
+    tables = ""
+    for name in BLOCKS:
+        tables += readme_block(name)
+        begin, end = report.readme_markers(name)
+        before, rest = prose.split(begin, 1)
+        prose = before + rest.split(end, 1)[1]
+    figure = re.compile(r"\d+\.\d+ \(\d+\.\d+\)")
+    quoted = figure.findall(prose)
+    assert quoted, "the pattern no longer finds the prose's figures"
+    stale = sorted(set(quoted) - set(figure.findall(tables)))
+    assert not stale, f"README prose quotes figures no table shows: {stale}"
 
 
 def test_readme_block_replacement_keeps_the_rest():
