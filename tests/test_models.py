@@ -233,12 +233,31 @@ def test_auxiliary_prediction_averages_fixed_draws_and_ignores_the_batch(name):
     for b in range(B):
         loc, scale = gaussian_head(mlp(model.a_encoder, x64[b]))
         probs = np.mean([np.exp(log_softmax(mlp(model.classifier, inference_input(
-            x64[b], loc + scale * e)))) for e in model.aux_predict_eps], axis=0)
+            x64[b], loc + scale * e)))) for e in np.asarray(model.aux_predict_eps)], axis=0)
         np.testing.assert_allclose(model(x)[b], probs, rtol=1e-4, atol=1e-6)
     # the same image, alone or in another batch, gets the same prediction
     np.testing.assert_allclose(model.slot_logits(x[2:3]), model.slot_logits(x)[2:3], atol=1e-5)
     np.testing.assert_allclose(model.slot_logits(x[::-1])[::-1], model.slot_logits(x),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("name", AUXILIARY)
+def test_auxiliary_prediction_noise_travels_with_the_weights(name, tmp_path):
+    """A model built with another seed (a restart candidate's, a loader's) and given these
+    weights predicts exactly as this one: the draws' noise is part of the weights."""
+    model, x = tiny_model(name)
+    model.create_variables()
+    path = str(tmp_path / "w.weights.h5")
+    model.save_weights(path)
+    cfg = ml_collections.ConfigDict(dict(
+        name=name, hidden_sizes=H, z_dim=Z, likelihood="bernoulli", binarize=True,
+        output_stddev=0.3, prior_loc_stddev=0.5, aux_dim=A, aux_predict_samples=P))
+    other = models.build_model(cfg, dim=D, prior=PRIOR, precision="float32", seed=100004)
+    other.create_variables()
+    assert not np.allclose(other.aux_predict_eps, model.aux_predict_eps)
+    other.load_weights(path)
+    np.testing.assert_array_equal(other.slot_logits(x), model.slot_logits(x))
+    assert "aux_predict_eps" not in {w.name for w in other.trainable_weights}
 
 
 def fixed_noise(model):

@@ -21,7 +21,8 @@ Loss per step, on a labelled batch (x_l, y_l) and an unlabelled batch x_u:
     + c/2 * sum ||W||^2 / N_train            (Gaussian weight prior; c: weight_prior_scale)
 (in the auxiliary models every q(y|.) is q(y|a,x) at the example's draw of a). Their
 prediction averages the softmax of q(y|a,x) over `aux_predict_samples` fixed draws of the
-noise, a = mu(x) + sigma(x) * eps_i, so an image's prediction depends on the image alone.
+noise, a = mu(x) + sigma(x) * eps_i, kept with the weights, so an image's prediction
+depends on the image and the weights alone.
 alpha and N_train belong to training, not to the model: they live in `Objective`, which
 training sets as `model.objective`; a model loaded for inference needs neither.
 
@@ -103,10 +104,15 @@ class DeepGenerativeModel(keras.Model):
             self.a_encoder = networks.MLP(hidden_sizes, 2 * self.aux_dim, output_stddev,
                                           seed=seed + 6, dtype=self.net_dtype,
                                           name="q_a_given_x")
-            # The noise of prediction's draws of a [aux_predict_samples, aux_dim]: fixed by
-            # the seed, so that an image's prediction never depends on its batch or call.
-            self.aux_predict_eps = np.random.default_rng(seed).standard_normal(
+            # The noise of prediction's draws of a [aux_predict_samples, aux_dim]: drawn
+            # once from the seed and kept as a (non-trainable) weight, so the weights files,
+            # checkpoints and exports carry it and an image's prediction never depends on
+            # its batch, its call, or the seed a loaded model was built with.
+            eps = np.random.default_rng(seed).standard_normal(
                 (int(aux_predict_samples), self.aux_dim)).astype(np.float32)
+            self.aux_predict_eps = self.add_weight(
+                shape=eps.shape, initializer=keras.initializers.Constant(eps),
+                dtype="float32", trainable=False, name="aux_predict_eps")
         if likelihood == "gaussian":
             self.pixel_log_scale = self.add_weight(shape=(self.dim,), initializer="zeros",
                                                    name="pixel_log_scale")
@@ -132,9 +138,9 @@ class DeepGenerativeModel(keras.Model):
         if not self.aux_dim:
             return self.q_y_logits(x)
         q_a = self.q_a_given_x(x)
-        eps = self.aux_predict_eps[:, None, :]                             # [P, 1, A]
+        eps = ops.convert_to_tensor(self.aux_predict_eps)[:, None, :]      # [P, 1, A]
         a = q_a.mean()[None] + q_a.stddev()[None] * eps                    # [P, B, A]
-        x = tf.broadcast_to(x[None], tf.concat([[len(eps)], tf.shape(x)], 0))  # [P, B, dim]
+        x = tf.broadcast_to(x[None], tf.concat([[eps.shape[0]], tf.shape(x)], 0))  # [P, B, dim]
         log_probs = tf.nn.log_softmax(self.q_y_logits(x, a))               # [P, B, S]
         return tf.reduce_logsumexp(log_probs, axis=0)
 
