@@ -86,11 +86,20 @@ class Loop:
     saves epoch, step and the best result with the weights).
 
     start_epoch/start_step: where this run resumes (a resumed epoch may begin at a step
-    > 0, and then gets its trackers' sums back so its history covers every step)."""
+    > 0, and then gets its trackers' sums back so its history covers every step).
+    steps_per_epoch: the epoch's length (None: unknown, every step counts as mid-epoch)."""
 
-    def __init__(self, state, start_epoch=0, start_step=0):
+    def __init__(self, state, start_epoch=0, start_step=0, steps_per_epoch=None):
         self.state, self.start_epoch, self.start_step = state, start_epoch, start_step
         self.epoch, self.step = start_epoch, start_step
+        self.steps_per_epoch = steps_per_epoch
+
+    @property
+    def mid_epoch(self):
+        """Whether steps of this epoch remain. A checkpoint is written mid-epoch only then:
+        one at the last step would resume into an epoch with no steps left, before its
+        validation and history row (the epoch-end checkpoint follows that step anyway)."""
+        return self.steps_per_epoch is None or self.step < self.steps_per_epoch
 
     @property
     def best_accuracy(self):
@@ -136,21 +145,21 @@ class LoopCounter(keras.callbacks.Callback):
 
 class PreemptionGuard(keras.callbacks.Callback):
     """Stops training with Interrupted once a StopSignals has received a signal: after a
-    checkpoint at this step (mid-epoch) or after the epoch's (at its end, so it goes after
-    Checkpointing)."""
+    checkpoint at this step (mid-epoch) or after the epoch's (at its last step and at its
+    end, so it goes after Checkpointing)."""
 
     def __init__(self, signals, loop):
         super().__init__()
         self.signals, self.loop = signals, loop
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.signals.received is not None:
+        if self.signals.received is not None and self.loop.mid_epoch:
             self.loop.save()
             raise Interrupted(self.signals.received, self.loop.epoch, self.loop.step)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.signals.received is not None:
-            raise Interrupted(self.signals.received, epoch + 1, 0)
+            raise Interrupted(self.signals.received, epoch, self.loop.step)
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
@@ -225,14 +234,15 @@ class Validation(keras.callbacks.Callback):
 
 
 class Checkpointing(keras.callbacks.Callback):
-    """Saves the loop's checkpoint every `every_steps` steps and at the end of every epoch."""
+    """Saves the loop's checkpoint every `every_steps` steps (mid-epoch only) and at the end
+    of every epoch."""
 
     def __init__(self, loop, every_steps):
         super().__init__()
         self.loop, self.every_steps = loop, every_steps
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.every_steps and self.loop.step % self.every_steps == 0:
+        if self.every_steps and self.loop.step % self.every_steps == 0 and self.loop.mid_epoch:
             self.loop.save()
 
     def on_epoch_end(self, epoch, logs=None):

@@ -75,13 +75,18 @@ def fit(model, split, config, run, state, extra_callbacks=()):
     steps = config.train.steps_per_epoch or data.steps_per_epoch(
         split, config.data.unlabelled_batch_size)
     epochs = config.train.epochs
+    if start_step >= steps:  # checkpoints.CheckpointError: a user error, one line
+        raise checkpoints.CheckpointError(
+            f"the newest checkpoint stands at step {start_step} of epoch {start_epoch + 1}, "
+            f"which has {steps} steps, so no step of it is left to run (a checkpoint of an older "
+            "gmdgm_tf); start over with --fresh")
     chunks = []  # (first epoch, end epoch, first step)
     if start_step and start_epoch < epochs:
         chunks.append((start_epoch, start_epoch + 1, start_step))
     first = start_epoch + (1 if start_step else 0)
     if first < epochs:
         chunks.append((first, epochs, 0))
-    loop = callbacks_lib.Loop(state, start_epoch, start_step)
+    loop = callbacks_lib.Loop(state, start_epoch, start_step, steps)
     tensorboard = callbacks_lib.TensorBoard(run.file(rundir.TENSORBOARD), split,
                                             config.train.sample_grid_every)
     with callbacks_lib.StopSignals() as signals:

@@ -1,6 +1,7 @@
 """callbacks.py: the Loop that every callback reads its position from, and their order."""
 
 import math
+import signal
 
 import pytest
 import tensorflow as tf
@@ -40,6 +41,32 @@ def test_a_resumed_epoch_counts_its_earlier_steps_for_every_callback():
     checkpointing.on_epoch_end(2)
     counter.on_epoch_begin(3)  # the next epoch starts at step 0; trackers are not restored
     assert (loop.epoch, loop.step, state.restored, state.saves[-1]) == (3, 0, 1, (3, 0))
+
+
+def test_no_mid_epoch_checkpoint_or_stop_at_an_epochs_last_step():
+    """A checkpoint at the last step would resume into an epoch with no steps left; a
+    signal there stops after the epoch's validation and checkpoint instead."""
+    state, signals = FakeState(), callbacks.StopSignals()
+    loop = callbacks.Loop(state, start_epoch=0, steps_per_epoch=4)
+    counter, checkpointing = callbacks.LoopCounter(loop), callbacks.Checkpointing(loop, 2)
+    guard = callbacks.PreemptionGuard(signals, loop)
+    counter.on_epoch_begin(0)
+    for batch in range(3):
+        counter.on_train_batch_end(batch)
+        checkpointing.on_train_batch_end(batch)
+    signals.received = signal.SIGTERM
+    counter.on_train_batch_end(3)
+    checkpointing.on_train_batch_end(3)
+    guard.on_train_batch_end(3)                     # the last step: no save, no stop
+    assert state.saves == [(0, 2)]
+    checkpointing.on_epoch_end(0)
+    with pytest.raises(callbacks.Interrupted, match="SIGTERM at epoch 1 step 4;"):
+        guard.on_epoch_end(0)
+    assert state.saves == [(0, 2), (1, 0)]
+    loop.step = 1                                   # mid-epoch: a checkpoint, then the stop
+    with pytest.raises(callbacks.Interrupted, match="SIGTERM at epoch 1 step 1;"):
+        guard.on_train_batch_end(0)
+    assert state.saves[-1] == (0, 1)
 
 
 def test_the_loop_keeps_the_best_validation_epoch():
