@@ -301,6 +301,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f"data.validation_size must be >= 1, got {d.validation_size!r}"),
         (_int_at_least(d.test_size, 0),
          f"data.test_size must be >= 0, got {d.test_size!r}"),
+        (_int_at_least(d.test_split_seed, 0),
+         f"data.test_split_seed must be an integer >= 0, got {d.test_split_seed!r}"),
         (_finite(d.pixel_std_threshold, 0.0),
          f"data.pixel_std_threshold must be finite and >= 0, got {d.pixel_std_threshold!r}"),
         (_positive_int(d.labelled_batch_size),

@@ -130,6 +130,7 @@ def make_split(raw: RawData, data_config, seed: int) -> Split:
         labelled_idx.append(rng.choice(candidates, data_config.labels_per_class, replace=False))
     labelled_idx = np.sort(np.concatenate(labelled_idx)) if labelled_idx else np.zeros(0, int)
     unlabelled_idx = np.setdiff1d(pool_idx, labelled_idx)
+    _check_pool_fills_a_batch(len(unlabelled_idx), data_config.unlabelled_batch_size)
 
     image_shape = raw.train_x.shape[1:]
     flat = lambda a: a.reshape(len(a), -1)  # pylint: disable=unnecessary-lambda-assignment
@@ -138,6 +139,9 @@ def make_split(raw: RawData, data_config, seed: int) -> Split:
     if threshold:
         # Label-free statistic over the whole training set, as the paper (444 MNIST pixels).
         pixel_mask = train_flat.std(axis=0) > threshold
+        if not pixel_mask.any():
+            raise DataError(f"data.pixel_std_threshold={threshold} keeps no pixel: the "
+                            f"largest pixel std is {train_flat.std(axis=0).max():.3g}")
     else:
         pixel_mask = np.ones(train_flat.shape[1], bool)
     keep = lambda a: np.ascontiguousarray(a[:, pixel_mask])  # pylint: disable=unnecessary-lambda-assignment
@@ -152,6 +156,14 @@ def make_split(raw: RawData, data_config, seed: int) -> Split:
         image_shape=tuple(image_shape), pixel_mask=pixel_mask,
         labelled_classes=labelled_classes, num_classes=num_classes, prior=prior,
         class_names=list(raw.class_names))
+
+
+def _check_pool_fills_a_batch(n_u: int, unlabelled_batch_size: int):
+    """An epoch is the unlabelled pool in whole batches: a pool smaller than one batch
+    has no step (checked when the split is made, before a workdir is touched)."""
+    if n_u < unlabelled_batch_size:
+        raise DataError(f"unlabelled pool has {n_u} examples, fewer than one batch "
+                        f"(data.unlabelled_batch_size={unlabelled_batch_size})")
 
 
 def load_split(data_config, seed: int) -> Split:
@@ -190,9 +202,7 @@ def epoch_dataset(split: Split, labelled_batch_size: int, unlabelled_batch_size:
     [0, dim] batches so the step's shapes stay static.
     """
     n_u = len(split.x_unlabelled)
-    if n_u < unlabelled_batch_size:
-        raise DataError(f"unlabelled pool has {n_u} examples, fewer than one batch "
-                        f"({unlabelled_batch_size})")
+    _check_pool_fills_a_batch(n_u, unlabelled_batch_size)
     epoch = tf.cast(epoch, tf.int64)
     x_l, y_l, x_u = split.training_tensors
     unlabelled = (_permutations(n_u, seed, 0, epoch).take(n_u)

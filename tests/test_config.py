@@ -131,6 +131,7 @@ def _with(field, value):
     ("data.labels_per_class", 0, "labels_per_class must be >= 1"),
     ("data.num_extra_slots", -1, "num_extra_slots must be >= 0"),
     ("data.validation_size", 0, "validation_size must be >= 1"),
+    ("data.test_split_seed", -1, "test_split_seed must be an integer >= 0"),
     ("data.labelled_batch_size", 0, "labelled_batch_size must be >= 1"),
     ("data.unlabelled_batch_size", -5, "unlabelled_batch_size must be >= 1"),
     ("data.prior", (0.5, 0.6, -0.1), "finite and > 0"),

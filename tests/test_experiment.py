@@ -227,6 +227,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference, m
     ("data.num_extra_slots", -1, "num_extra_slots must be >= 0"),
     ("data.prior", (0.5,) * 15, "must sum to 1"),
     ("train.precision", "float16", "unknown precision"),
+    ("data.unlabelled_batch_size", 100_000, "fewer than one batch"),
+    ("data.pixel_std_threshold", 0.6, "keeps no pixel: the largest pixel std is"),
 ])
 def test_bad_config_fails_before_writing(tmp_path, field, value, message):
     config = tiny_digits()

@@ -135,7 +135,7 @@ def write_npz(path, n=40, size=6, num_classes=4, **replace):
 def npz_config(path, **overrides):
     return tfds_config(**{**dict(source=f"npz:{path}", validation_size=8,
                                  labelled_classes=(0, 1), labels_per_class=3,
-                                 num_extra_slots=2), **overrides})
+                                 num_extra_slots=2, unlabelled_batch_size=8), **overrides})
 
 
 def test_npz_source_takes_its_class_count_from_the_data(tmp_path):
