@@ -284,6 +284,11 @@ class RunDir:
             if diffs:  # e.g. a run that failed before its first checkpoint: nothing to lose
                 logging.warning("workdir %s holds no training yet; replacing its config (%s)",
                                 self.path, "; ".join(diffs))
+            trained = len(self.history())
+            if trained > config.train.epochs:  # its best epoch may lie beyond the budget
+                raise RunDirError(
+                    f"workdir {self.path} has trained {trained} epochs, more than "
+                    f"train.epochs={config.train.epochs}; use another --workdir or --fresh")
         elif self.has_progress():
             raise RunDirError(f"workdir {self.path} holds checkpoints or history but no "
                               f"{CONFIG}, so it cannot be checked to be this experiment; "

@@ -261,6 +261,16 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
     assert read_json(tmp_path / "config.json")["model"]["name"] == "m2"
 
 
+def test_a_workdir_trained_past_the_asked_epochs_is_refused(tmp_path):
+    """Its best epoch may lie beyond the budget: metrics would claim a shorter run."""
+    experiment.train_and_evaluate(tiny_digits(epochs=2, steps_per_epoch=2), str(tmp_path))
+    before = read_json(tmp_path / "metrics.json")
+    with pytest.raises(rundir.RunDirError, match="has trained 2 epochs, more than train.epochs=1"):
+        experiment.train_and_evaluate(tiny_digits(epochs=1, steps_per_epoch=2), str(tmp_path))
+    assert read_json(tmp_path / "metrics.json") == before
+    assert read_json(tmp_path / "config.json")["train"]["epochs"] == 2
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     config = tiny_digits(epochs=3, steps_per_epoch=5, checkpoint_every_steps=0)
     experiment.train_and_evaluate(config, str(tmp_path))
