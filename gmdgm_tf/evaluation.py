@@ -111,6 +111,12 @@ def paper_selection(history):
     return report
 
 
+def slots_are_classes(num_labelled, num_slots):
+    """Whether every slot is a labelled class's own (no slot is left for cluster-and-label
+    to name): then both protocols are the plain argmax of q(y|x) (ARGMAX_NOTE)."""
+    return num_labelled == num_slots
+
+
 def evaluate_protocols(val_labels, val_slots, test_labels, test_slots, *, num_classes,
                        num_slots, labelled_classes):
     """Both protocols on the test split, plus the validation view used for selection
@@ -119,7 +125,7 @@ def evaluate_protocols(val_labels, val_slots, test_labels, test_slots, *, num_cl
     Returns {"heldout": {...}, "paper": {...}, "validation": {...}}; each holds the slot
     map, accuracies, confusion matrix, NMI/ARI and the class x slot assignment matrix.
     """
-    identity = len(labelled_classes) == num_slots
+    identity = slots_are_classes(len(labelled_classes), num_slots)
 
     def protocol(map_labels, map_slots, labels, slots, name):
         slot_map = cluster_to_class_map(map_labels, map_slots, num_classes, num_slots,

@@ -69,13 +69,14 @@ def test_a_regime_no_prior_can_serve_is_refused_before_anything_is_written(mnist
     assert not os.path.exists(tmp_path / "run")
 
 
-def hand_made_run(recipe, model, labelled_classes, labels_per_class=10, source="mnist"):
+def hand_made_run(recipe, model, labelled_classes, labels_per_class=10, source="mnist",
+                  num_extra_slots=0):
     """A run record as records.read_run returns it: two classes, three test points."""
     metrics = evaluation.evaluate_protocols(
-        [0, 1, 1], [0, 1, 1], [0, 1], [1, 1], num_classes=2, num_slots=2,
+        [0, 1, 1], [0, 1, 1], [0, 1], [1, 1], num_classes=2, num_slots=2 + num_extra_slots,
         labelled_classes=labelled_classes)
     config = {"data": {"source": source, "labelled_classes": list(labelled_classes),
-                       "labels_per_class": labels_per_class}}
+                       "labels_per_class": labels_per_class, "num_extra_slots": num_extra_slots}}
     return {"recipe": recipe, "seed": 0, "config": config, "model": model, "folder": "x",
             "metrics": dict(metrics, training={}), "runner": {}, "history": [],
             "data_meta": {"class_names": ["0", "1"]}}
@@ -91,6 +92,13 @@ def test_the_report_says_when_accuracy_is_the_plain_argmax():
     paper_split = hand_made_run("semi_unsup", "gmdgm", (0,))
     text = report.table_markdown(report.aggregate([paper_split]), [paper_split], "Machine: t")
     assert ", the other classes unlabelled." in text
+    # every class labelled but extra slots to name: cluster-and-label, so both protocols
+    extra = hand_made_run("extra", "gmdgm", (0, 1), num_extra_slots=3)
+    assert "heldout (" not in json.dumps(extra["metrics"])  # no argmax note
+    rows = report.aggregate([extra])
+    assert {r["regime"] for r in rows} == {"semi-unsupervised"}
+    text = report.table_markdown(rows, [extra], "Machine: t")
+    assert "every class labelled." in text and "plain argmax" not in text
 
 
 def test_each_regime_sits_beside_its_own_published_numbers_never_table_1s():

@@ -3,11 +3,14 @@
   semi-unsupervised  some classes labelled, the others not: the paper's Table 1
                      (its numbers are the registry's `paper_table1`);
   unsupervised       no class labelled: every class is found by cluster-and-label;
-  semi-supervised    every class labelled: the slots are the classes, accuracy the plain
-                     argmax of q(y|x).
+  semi-supervised    every class labelled and no extra slot: the slots are the classes,
+                     accuracy the plain argmax of q(y|x) (extra slots would make it
+                     cluster-and-label, so such a run counts as semi-unsupervised).
 
 Free of TensorFlow, like the report that reads it.
 """
+
+from gmdgm_tf import evaluation
 
 SEMI_UNSUPERVISED, UNSUPERVISED, SEMI_SUPERVISED = (
     "semi-unsupervised", "unsupervised", "semi-supervised")
@@ -27,10 +30,13 @@ SEMI_SUPERVISED_LABELS_PER_CLASS = 10  # the literature's MNIST with 100 labels
 
 def regime(config, num_classes):
     """A filed config.json (dict) and the dataset's class count -> its regime's name."""
-    labelled = config.get("data", {}).get("labelled_classes") or ()
+    data = config.get("data", {})
+    labelled = data.get("labelled_classes") or ()
     if not labelled:
         return UNSUPERVISED
-    return SEMI_SUPERVISED if len(labelled) >= num_classes else SEMI_UNSUPERVISED
+    num_slots = num_classes + (data.get("num_extra_slots") or 0)
+    return (SEMI_SUPERVISED if evaluation.slots_are_classes(len(labelled), num_slots)
+            else SEMI_UNSUPERVISED)
 
 
 def published(model, name, configs):

@@ -266,8 +266,7 @@ def table_markdown(rows, runs, machine_text):
     """Table 1, the recipes, training costs and a per-run table -> Markdown text."""
     data = runs[0]["config"].get("data", {}) if runs else {}
     labelled = data.get("labelled_classes")
-    every_class = bool(runs) and regimes.regime(
-        runs[0]["config"], num_classes(runs[0])) == regimes.SEMI_SUPERVISED
+    every_class = bool(runs) and len(labelled or ()) >= num_classes(runs[0])
     rest = "every class labelled" if every_class else "the other classes unlabelled"
     table1 = _only_semi_unsupervised(rows)
     title = ("Table 1: semi-unsupervised learning" if table1 else
