@@ -32,7 +32,7 @@ PAPER_SELECTION_NOTE = (f"paper_selection (optimistic): the paper protocol at th
 # The history.jsonl keys of one epoch's paper-protocol report on the test split, and of the
 # accuracy on its first PAPER_SELECTION_IMAGES images (the choice).
 _TEST_PREFIX, SELECTION_KEY = "test_paper_", "test_paper_accuracy_first1000"
-_REPORTED = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelled_classes", "nmi",
+REPORTED = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelled_classes", "nmi",
              "ari")
 
 
@@ -93,20 +93,20 @@ def paper_selection_logs(test_labels, test_slots, *, num_classes, num_slots,
     full = self_mapped_report(test_labels, test_slots, *args)
     first = self_mapped_report(test_labels[:PAPER_SELECTION_IMAGES],
                             test_slots[:PAPER_SELECTION_IMAGES], *args)
-    logs = {_TEST_PREFIX + k: full[k] for k in _REPORTED}
+    logs = {_TEST_PREFIX + k: full[k] for k in REPORTED}
     logs[SELECTION_KEY] = first["accuracy"]
     return logs
 
 
 def paper_selection(history):
-    """history.jsonl records -> the paper_selection report (the `_REPORTED` numbers of the
+    """history.jsonl records -> the paper_selection report (the `REPORTED` numbers of the
     epoch with the best SELECTION_KEY, the first such epoch on ties, plus "epoch" and
     "protocol"); None when the history does not record them (runs filed before it did)."""
     recorded = [h for h in history if SELECTION_KEY in h]
     if not recorded or len(recorded) != len(history):
         return None
     best = max(recorded, key=lambda h: (h[SELECTION_KEY], -h["epoch"]))
-    report = {k: best[_TEST_PREFIX + k] for k in _REPORTED}
+    report = {k: best[_TEST_PREFIX + k] for k in REPORTED}
     report.update(epoch=best["epoch"], protocol=PAPER_SELECTION_NOTE)
     return report
 

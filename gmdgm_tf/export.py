@@ -39,19 +39,16 @@ from absl import app, flags, logging
 
 import gmdgm_tf
 from gmdgm_tf import config as config_lib
-from gmdgm_tf import filenames, machine, model_card, rundir
+from gmdgm_tf import evaluation, filenames, machine, model_card, rundir
 from gmdgm_tf.export_inputs import check_images, image_specs
 
 METADATA_FILE = filenames.EXPORT_METADATA
 MODEL_CARD_FILE = filenames.EXPORT_MODEL_CARD
 FORMAT = "gmdgm_tf.export/1"
 PROTOCOLS = ("heldout", "paper")
-UNNAMED = -1
 IMAGE_FUNCTIONS = ("classify", "cluster", "embed", "reconstruct")
 SIGNATURE_KEYS = ("serving_default",) + tuple(
     f"{name}{suffix}" for name in IMAGE_FUNCTIONS for suffix in ("", "_uint8")) + ("sample",)
-HEADLINE_METRICS = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelled_classes",
-                    "nmi", "ari")
 
 
 class ExportError(ValueError):
@@ -91,10 +88,10 @@ class InferenceModule(tf.Module):
         if slot_map.shape != (model.num_slots,):
             raise ExportError(f"slot map has {slot_map.size} entries, the model has "
                               f"{model.num_slots} slots")
-        if np.any((slot_map < UNNAMED) | (slot_map >= num_classes)):
+        if np.any((slot_map < evaluation.UNMAPPED) | (slot_map >= num_classes)):
             raise ExportError(f"slot map {slot_map.tolist()} names classes outside "
                               f"0..{num_classes - 1}")
-        if not np.any(slot_map != UNNAMED):
+        if not np.any(slot_map != evaluation.UNMAPPED):
             raise ExportError("the slot map names no slot, so no class can be predicted")
 
         self.image_shape = tf.Variable(image_shape, dtype=tf.int32, trainable=False,
@@ -117,7 +114,7 @@ class InferenceModule(tf.Module):
         self._scatter[self._kept] = np.arange(self._kept.size, dtype=np.int32)
         # membership[s, c]: slot s is named after class c.
         self._membership = np.zeros((model.num_slots, num_classes), bool)
-        named = slot_map != UNNAMED
+        named = slot_map != evaluation.UNMAPPED
         self._membership[np.flatnonzero(named), slot_map[named]] = True
 
         traced = [getattr(self, name).get_concrete_function(spec)
@@ -251,7 +248,7 @@ def describe_signatures(signatures):
 
 
 def _headline(metrics):
-    return {name: {k: metrics[name].get(k) for k in HEADLINE_METRICS}
+    return {name: {k: metrics[name].get(k) for k in evaluation.REPORTED}
             for name in PROTOCOLS if name in metrics}
 
 

@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gmdgm_tf import filenames, registry
+from gmdgm_tf.evaluation import UNMAPPED
 
 DPI = 100
-UNMAPPED = -1
 _LABELLED_COLOUR, _UNLABELLED_COLOUR = "black", "tab:red"
 
 
@@ -356,8 +356,8 @@ def run_figures(model, split, metrics, *, protocol="heldout", test_slots=None, t
     report = metrics[protocol]
     names = list(split.class_names)
     if test_slots is None:
-        test_slots = np.argmax(model.predict(split.x_test, batch_size=1000, verbose=0), -1)
-    caption = title or _run_caption(type(model).__name__.lower(), None, report, protocol)
+        test_slots = model.predict_slots(split.x_test)
+    caption = title or _run_caption(registry.name_of(model), None, report, protocol)
     return {
         filenames.CONFUSION_FIGURE: confusion_figure(
             report["confusion_matrix"], class_names=names,

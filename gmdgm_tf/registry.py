@@ -58,6 +58,12 @@ MODELS = {spec.name: spec for spec in SPECS}
 NAMES = tuple(MODELS)
 
 
+def name_of(model) -> str:
+    """A built model -> its registered name (by its class, as class_path names it)."""
+    cls = type(model).__name__
+    return next(spec.name for spec in SPECS if spec.class_path.endswith(":" + cls))
+
+
 def get(name) -> ModelSpec:
     """The spec of a registered model name (config.validate has refused the others)."""
     return MODELS[name]

@@ -35,6 +35,7 @@ def assert_shapes(dist, batch, event):
 @pytest.mark.parametrize("name", registry.NAMES)
 def test_distribution_shapes(name):
     model, x = tiny_model(name)
+    assert registry.name_of(model) == name
     assert_shapes(model.q_y_given_x(x), (B,), ())
     assert model.q_y_given_x(x).logits.shape == (B, K)
     all_slots = tf.eye(K)
