@@ -388,9 +388,6 @@ class RunDir:
         finally:
             os.remove(staging)
 
-    def is_finished(self) -> bool:
-        return all(self.exists(name) for name in FINISHED)
-
 
 def weights_bytes(model):
     """Bytes of the model's weights (what a weights file or a checkpoint copy holds)."""

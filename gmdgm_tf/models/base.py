@@ -70,15 +70,16 @@ class DeepGenerativeModel(keras.Model):
     Subclasses build their generative networks in `__init__` and implement
     `p_z_given_y(y_onehot)` and `p_x_given_yz(y_onehot, z)` (auxiliary models, built with
     aux_dim > 0, also `p_a_given_xyz(x, y_onehot, z)`); CONFIG_FIELDS names the
-    config.model fields their `__init__` takes beyond the shared ones.
+    config.model fields their `__init__` takes beyond the shared ones. Build models with
+    `models.build_model(config.model, ...)`: the constructor has no defaults of its own, so
+    config.base_config stays the one place that gives them.
     """
 
     CONFIG_FIELDS = ()
     AUX_FIELDS = ("aux_dim", "aux_predict_samples")  # what auxiliary models add to theirs
 
-    def __init__(self, *, dim, prior, hidden_sizes=(500, 500), z_dim=100,
-                 likelihood="bernoulli", binarize=True, output_stddev=1e-3,
-                 precision="float32", seed=0, aux_dim=0, aux_predict_samples=10, **kwargs):
+    def __init__(self, *, dim, prior, hidden_sizes, z_dim, likelihood, binarize,
+                 output_stddev, precision, seed, aux_dim=0, aux_predict_samples=0, **kwargs):
         super().__init__(**kwargs)
         prior = np.asarray(prior, np.float64)
         self.dim, self.z_dim, self.num_slots = int(dim), int(z_dim), len(prior)
