@@ -37,14 +37,17 @@ REPORTED = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelled_classe
 
 
 def assignment_matrix(labels, slots, num_classes, num_slots):
-    """Counts [num_classes, num_slots]: entry (c, k) = points of class c assigned to slot k."""
+    """labels, slots: [n] ints -> counts [num_classes, num_slots]: entry (c, k) = points of
+    class c assigned to slot k."""
     counts = np.zeros((num_classes, num_slots), np.int64)
     np.add.at(counts, (np.asarray(labels), np.asarray(slots)), 1)
     return counts
 
 
 def cluster_to_class_map(labels, slots, num_classes, num_slots, labelled_classes):
-    """-> slot_map [num_slots] int: the class each slot stands for (-1 if unnamed)."""
+    """labels, slots: [n] ints (the split the map is read from) -> slot_map [num_slots]
+    int: each labelled class's slot is that class; every other slot is named by the
+    majority class of its points, UNMAPPED (-1) if it has none."""
     counts = assignment_matrix(labels, slots, num_classes, num_slots)
     slot_map = np.where(counts.sum(0) > 0, counts.argmax(0), UNMAPPED)
     for c in labelled_classes:
@@ -121,6 +124,9 @@ def evaluate_protocols(val_labels, val_slots, test_labels, test_slots, *, num_cl
                        num_slots, labelled_classes):
     """Both protocols on the test split, plus the validation view used for selection
     (their names say ARGMAX_NOTE where every slot is a labelled class).
+
+    *_labels: [n] true classes; *_slots: [n] predicted slots (argmax of q(y|x)) of the
+    validation and the test split. heldout names the slots on validation, paper on test.
 
     Returns {"heldout": {...}, "paper": {...}, "validation": {...}}; each holds the slot
     map, accuracies, confusion matrix, NMI/ARI and the class x slot assignment matrix.

@@ -295,7 +295,8 @@ class DeepGenerativeModel(keras.Model):
     def compute_losses(self, x_l, y_l, x_u, objective=None):
         """One step's objective and its terms (all float32 scalars).
 
-        objective: an Objective (default: `self.objective`, which training sets).
+        x_l: [B_l, dim] labelled images, y_l: [B_l] int slots, x_u: [B_u, dim] unlabelled
+        images (B_l may be 0); objective: an Objective (default: `self.objective`, which training sets).
         The labelled and unlabelled batches share one binarisation draw, one draw of a
         (auxiliary models) and one q(y|.) pass on their concatenation: half the kernel
         casts, gradient sums and ops of two separate passes, and a larger matmul.
@@ -339,6 +340,8 @@ class DeepGenerativeModel(keras.Model):
         return loss, terms
 
     def train_step(self, data):
+        """data: ((x_l [B_l, dim], y_l [B_l] int), x_u [B_u, dim]), one replica's share of
+        data.epoch_dataset's batch -> {term name: running mean over the epoch}."""
         (x_l, y_l), x_u = data
         with tf.GradientTape() as tape:
             loss, terms = self.compute_losses(x_l, y_l, x_u)
@@ -396,7 +399,10 @@ class DeepGenerativeModel(keras.Model):
         return self._decoder_mean(self.p_x_given_yz(y_onehot, embedding["z_mean"][:, None]))[:, 0]
 
     def sample(self, slot, num, seed):
-        """Images drawn as the mean of p(x|y,z), z ~ p(z|y=slot) -> [num, dim]."""
+        """Images drawn as the mean of p(x|y,z), z ~ p(z|y=slot) -> [num, dim].
+
+        slot: an int scalar in [0, num_slots); num: a Python int; seed: an int [2] (a
+        stateless seed: the same seed gives the same images)."""
         y_onehot = ops.one_hot(ops.full((1, num), slot, dtype="int32"),
                                self.num_slots)                                # [1, num, S]
         p_z = self.p_z_given_y(y_onehot)

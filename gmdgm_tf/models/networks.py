@@ -1,8 +1,8 @@
 """MLP building blocks shared by the generative and inference networks.
 
-Every block accepts inputs with any number of leading dimensions ([batch, dim] or
-[batch, num_slots, dim]) and runs its matmuls on the flattened 2-D view, which is what
-the BLAS/oneDNN/XLA kernels are fastest at.
+`MLP` accepts inputs with any number of leading dimensions ([batch, dim], [batch, S, dim],
+...) and runs its matmuls on the flattened 2-D view, which is what the BLAS/oneDNN/XLA
+kernels are fastest at; `SlotConditionedMLP` takes x as [batch, d_in] or [batch, S, d_in].
 
 `SlotConditionedMLP` is the one optimisation that shapes the model code: its first layer
 acting on [input, one_hot(y)] is split into W_in @ input + W_y[y], so W_in @ input is
@@ -58,13 +58,16 @@ class MLP(keras.layers.Layer):
 class SlotConditionedMLP(keras.layers.Layer):
     """MLP on the concatenation [x, one_hot(y)] with the first layer split by input.
 
+    num_slots: all the model's slots (y_onehot's last dimension); S below: the slots
+    enumerated in one call (all of them for the unlabelled bound, 1 for the labelled one).
+
     call(x, y_onehot, shared=None):
-      x: [batch, d_in] (shared by all slots) or [batch, num_slots, d_in];
-      y_onehot: [num_slots, num_slots_total] (the same slots for every example, e.g. the
-        identity for exact enumeration) or [batch, num_slots, num_slots_total];
+      x: [batch, d_in] (shared by all S slots) or [batch, S, d_in];
+      y_onehot: [S, num_slots] (the same slots for every example, e.g. the identity for
+        exact enumeration) or [batch, S, num_slots];
       shared: with shared_input, a further input [batch, d_shared] that no slot changes
         (its projection is computed once per example and added to every slot's).
-    Returns the last hidden layer, [batch, num_slots, hidden_sizes[-1]].
+    Returns the last hidden layer, [batch, S, hidden_sizes[-1]].
     """
 
     def __init__(self, hidden_sizes, num_slots, shared_input=False, seed=None, **kw):
