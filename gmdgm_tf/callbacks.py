@@ -6,7 +6,7 @@ the checkpoint); `LoopCounter`, first in the list, advances it, and every callba
 needs the position reads it from there, never from another callback. `loop_callbacks`
 gives the list in its one order. At the end of an epoch, each seeing the logs the earlier
 ones added: LearningRate (the epoch's rate), EpochTimer (seconds), Validation (val_*
-metrics, best epoch, best weights), Checkpointing (the epoch's checkpoint), HistoryWriter
+metrics, best epoch), Checkpointing (the epoch's checkpoint, then the best weights), HistoryWriter
 (history.jsonl), TensorBoard, Progress (the log line), WallClockBudget, PreemptionGuard.
 Per step: NonFiniteGuard (stop on NaN/inf, naming the terms), Checkpointing (every N
 steps), PreemptionGuard (SIGTERM/SIGINT: checkpoint at this step boundary, then stop).
@@ -212,15 +212,16 @@ class LearningRate(keras.callbacks.Callback):
 
 
 class Validation(keras.callbacks.Callback):
-    """Adds val_* metrics (map built on validation) and keeps the best epoch's weights.
+    """Adds val_* metrics (map built on validation) and records the best epoch in the loop
+    (Checkpointing writes its weights).
 
     Also records the test split's numbers that the optimistic paper_selection protocol
     needs (evaluation.paper_selection_logs: test_paper_*); they
     are never read for selection here."""
 
-    def __init__(self, split, run, loop):
+    def __init__(self, split, loop):
         super().__init__()
-        self.split, self.run, self.loop = split, run, loop
+        self.split, self.loop = split, loop
 
     def on_epoch_end(self, epoch, logs=None):
         report = validation_report(self.model, self.split)
@@ -229,17 +230,19 @@ class Validation(keras.callbacks.Callback):
         logs.update(evaluation.paper_selection_logs(
             split.y_test, self.model.predict_slots(split.x_test), num_classes=split.num_classes,
             num_slots=split.num_slots, labelled_classes=split.labelled_classes))
-        if self.loop.improves(report["accuracy"]):
-            self.run.save_weights(self.model, rundir.BEST_WEIGHTS)
+        self.loop.improves(report["accuracy"])
 
 
 class Checkpointing(keras.callbacks.Callback):
     """Saves the loop's checkpoint every `every_steps` steps (mid-epoch only) and at the end
-    of every epoch."""
+    of every epoch, then, if the epoch is the best yet, its weights (rundir.BEST_WEIGHTS).
+    In that order a crash between the two leaves a checkpoint that holds the best weights
+    (experiment.fit writes them again from it on resume), never a best-weights file of an
+    epoch the checkpoint does not know."""
 
-    def __init__(self, loop, every_steps):
+    def __init__(self, loop, every_steps, run):
         super().__init__()
-        self.loop, self.every_steps = loop, every_steps
+        self.loop, self.every_steps, self.run = loop, every_steps, run
 
     def on_train_batch_end(self, batch, logs=None):
         if self.every_steps and self.loop.step % self.every_steps == 0 and self.loop.mid_epoch:
@@ -247,6 +250,8 @@ class Checkpointing(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.loop.state.save(epoch + 1, 0)
+        if self.loop.best_epoch == epoch + 1:
+            self.run.save_weights(self.model, rundir.BEST_WEIGHTS)
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -342,7 +347,7 @@ def loop_callbacks(loop, config, split, run, signals, tensorboard, extra=()):
     return [LoopCounter(loop),
             LearningRate(config.optimizer.learning_rate, config.optimizer.decay_epoch,
                          config.optimizer.decay_factor),
-            NonFiniteGuard(loop), EpochTimer(), Validation(split, run, loop),
-            Checkpointing(loop, config.train.checkpoint_every_steps), HistoryWriter(run),
+            NonFiniteGuard(loop), EpochTimer(), Validation(split, loop),
+            Checkpointing(loop, config.train.checkpoint_every_steps, run), HistoryWriter(run),
             tensorboard, Progress(loop, config.train.epochs),
             WallClockBudget(config.train.max_minutes), PreemptionGuard(signals, loop), *extra]

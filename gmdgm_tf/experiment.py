@@ -87,6 +87,10 @@ def fit(model, split, config, run, state, extra_callbacks=()):
     if first < epochs:
         chunks.append((first, epochs, 0))
     loop = callbacks_lib.Loop(state, start_epoch, start_step, steps)
+    if start_epoch and not start_step and loop.best_epoch == start_epoch:
+        # The checkpoint holds the best epoch's weights: write them again, in case the run
+        # stopped between the checkpoint and the best-weights file (callbacks.Checkpointing).
+        run.save_weights(model, rundir.BEST_WEIGHTS)
     tensorboard = callbacks_lib.TensorBoard(run.file(rundir.TENSORBOARD), split,
                                             config.train.sample_grid_every)
     with callbacks_lib.StopSignals() as signals:

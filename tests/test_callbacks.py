@@ -6,7 +6,7 @@ import signal
 import pytest
 import tensorflow as tf
 
-from gmdgm_tf import callbacks
+from gmdgm_tf import callbacks, rundir
 
 
 class FakeState:
@@ -28,7 +28,7 @@ def test_a_resumed_epoch_counts_its_earlier_steps_for_every_callback():
     state = FakeState()
     loop = callbacks.Loop(state, start_epoch=2, start_step=5)
     counter = callbacks.LoopCounter(loop)
-    checkpointing = callbacks.Checkpointing(loop, every_steps=7)
+    checkpointing = callbacks.Checkpointing(loop, every_steps=7, run=None)
     guard = callbacks.NonFiniteGuard(loop)
     counter.on_epoch_begin(2)
     assert (loop.epoch, loop.step, state.restored) == (2, 5, 1)
@@ -48,7 +48,7 @@ def test_no_mid_epoch_checkpoint_or_stop_at_an_epochs_last_step():
     signal there stops after the epoch's validation and checkpoint instead."""
     state, signals = FakeState(), callbacks.StopSignals()
     loop = callbacks.Loop(state, start_epoch=0, steps_per_epoch=4)
-    counter, checkpointing = callbacks.LoopCounter(loop), callbacks.Checkpointing(loop, 2)
+    counter, checkpointing = callbacks.LoopCounter(loop), callbacks.Checkpointing(loop, 2, run=None)
     guard = callbacks.PreemptionGuard(signals, loop)
     counter.on_epoch_begin(0)
     for batch in range(3):
@@ -67,6 +67,28 @@ def test_no_mid_epoch_checkpoint_or_stop_at_an_epochs_last_step():
     with pytest.raises(callbacks.Interrupted, match="SIGTERM at epoch 1 step 1;"):
         guard.on_train_batch_end(0)
     assert state.saves[-1] == (0, 1)
+
+
+def test_the_best_weights_are_written_after_the_epochs_checkpoint():
+    events = []
+
+    class Run:
+        def save_weights(self, model, name):
+            events.append(("weights", model, name))
+
+    state = FakeState()
+    state.save = lambda epoch, step: events.append(("checkpoint", epoch, step))
+    loop = callbacks.Loop(state)
+    checkpointing = callbacks.Checkpointing(loop, 0, Run())
+    checkpointing.set_model("the model")
+    loop.epoch = 0
+    assert loop.improves(0.5)
+    checkpointing.on_epoch_end(0)
+    loop.epoch = 1
+    assert not loop.improves(0.4)                   # not the best: no weights written
+    checkpointing.on_epoch_end(1)
+    assert events == [("checkpoint", 1, 0), ("weights", "the model", rundir.BEST_WEIGHTS),
+                      ("checkpoint", 2, 0)]
 
 
 def test_the_loop_keeps_the_best_validation_epoch():

@@ -20,7 +20,8 @@ def tiny(model_cls=None):
         model = models.build_model(cfg, dim=12, prior=PRIOR, seed=1)
     else:
         model = model_cls(dim=12, prior=PRIOR, hidden_sizes=(7, 5), z_dim=3,
-                          prior_loc_stddev=0.5, seed=1)
+                          likelihood="bernoulli", binarize=True, output_stddev=0.3,
+                          precision="float32", prior_loc_stddev=0.5, seed=1)
         model.create_variables()
     model.objective = models.objective(cfg, num_train=100, num_labelled=10)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))

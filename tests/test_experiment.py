@@ -261,6 +261,21 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
     assert read_json(tmp_path / "config.json")["model"]["name"] == "m2"
 
 
+def test_a_stop_between_the_checkpoint_and_the_best_weights_loses_nothing(tmp_path):
+    """The epoch's checkpoint is written first; a resume from it writes the best weights
+    again, so the run ends as one that was never stopped."""
+    config = tiny_digits(deterministic=True, epochs=1, steps_per_epoch=2)
+    experiment.train_and_evaluate(config, str(tmp_path))
+    before = read_json(tmp_path / "metrics.json")
+    for name in ("best.weights.h5", "metrics.json", "model.weights.h5"):
+        os.remove(tmp_path / name)                  # as if stopped right after the checkpoint
+    experiment.train_and_evaluate(config, str(tmp_path))
+    assert (tmp_path / "best.weights.h5").exists()
+    after = read_json(tmp_path / "metrics.json")
+    before.pop("training"), after.pop("training")
+    assert after == before
+
+
 def test_a_workdir_trained_past_the_asked_epochs_is_refused(tmp_path):
     """Its best epoch may lie beyond the budget: metrics would claim a shorter run."""
     experiment.train_and_evaluate(tiny_digits(epochs=2, steps_per_epoch=2), str(tmp_path))
