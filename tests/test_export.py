@@ -121,6 +121,13 @@ def assert_argmax(probs, got, margin=1e-5):
 # ------------------------------------------------------------------------ the export
 
 
+def test_the_predict_command_accepts_the_dtypes_the_export_serves():
+    """predict.py stays free of TensorFlow, so it names the dtypes itself: the same ones."""
+    from gmdgm_tf import export_inputs  # pylint: disable=import-outside-toplevel
+    assert sorted(predict.INTEGER_DTYPES + predict.FLOAT_DTYPES) == sorted(
+        d.name for d in export_inputs.INPUT_DTYPES)
+
+
 def test_signatures_and_metadata(run):
     signatures = run.loaded.signatures
     assert set(signatures) == set(export.SIGNATURE_KEYS)
