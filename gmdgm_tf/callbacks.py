@@ -6,8 +6,8 @@ the checkpoint); `LoopCounter`, first in the list, advances it, and every callba
 needs the position reads it from there, never from another callback. `loop_callbacks`
 gives the list in its one order. At the end of an epoch, each seeing the logs the earlier
 ones added: LearningRate (the epoch's rate), EpochTimer (seconds), Validation (val_*
-metrics, best epoch), Checkpointing (the epoch's checkpoint, then the best weights), HistoryWriter
-(history.jsonl), TensorBoard, Progress (the log line), WallClockBudget, PreemptionGuard.
+metrics, best epoch), Checkpointing (the epoch's checkpoint, then the best weights),
+HistoryWriter (history.jsonl), TensorBoard, Progress (the log line), WallClockBudget, PreemptionGuard.
 Per step: NonFiniteGuard (stop on NaN/inf, naming the terms), Checkpointing (every N
 steps), PreemptionGuard (SIGTERM/SIGINT: checkpoint at this step boundary, then stop).
 """

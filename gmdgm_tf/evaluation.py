@@ -33,7 +33,7 @@ PAPER_SELECTION_NOTE = (f"paper_selection (optimistic): the paper protocol at th
 # accuracy on its first PAPER_SELECTION_IMAGES images (the choice).
 _TEST_PREFIX, SELECTION_KEY = "test_paper_", "test_paper_accuracy_first1000"
 REPORTED = ("accuracy", "accuracy_labelled_classes", "accuracy_unlabelled_classes", "nmi",
-             "ari")
+            "ari")
 
 
 def assignment_matrix(labels, slots, num_classes, num_slots):

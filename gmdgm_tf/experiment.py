@@ -75,11 +75,10 @@ def fit(model, split, config, run, state, extra_callbacks=()):
     steps = config.train.steps_per_epoch or data.steps_per_epoch(
         split, config.data.unlabelled_batch_size)
     epochs = config.train.epochs
-    if start_step >= steps:  # checkpoints.CheckpointError: a user error, one line
+    if start_step >= steps:  # only an older gmdgm_tf saved at an epoch's last step
         raise checkpoints.CheckpointError(
             f"the newest checkpoint stands at step {start_step} of epoch {start_epoch + 1}, "
-            f"which has {steps} steps, so no step of it is left to run (a checkpoint of an older "
-            "gmdgm_tf); start over with --fresh")
+            f"which has {steps} steps, so none of it is left to run; start over with --fresh")
     chunks = []  # (first epoch, end epoch, first step)
     if start_step and start_epoch < epochs:
         chunks.append((start_epoch, start_epoch + 1, start_step))

@@ -141,7 +141,7 @@ class DeepGenerativeModel(keras.Model):
         q_a = self.q_a_given_x(x)
         eps = ops.convert_to_tensor(self.aux_predict_eps)[:, None, :]      # [P, 1, A]
         a = q_a.mean()[None] + q_a.stddev()[None] * eps                    # [P, B, A]
-        x = tf.broadcast_to(x[None], tf.concat([[eps.shape[0]], tf.shape(x)], 0))  # [P, B, dim]
+        x = tf.broadcast_to(x[None], tf.concat([[eps.shape[0]], tf.shape(x)], 0))  # [P,B,dim]
         log_probs = tf.nn.log_softmax(self.q_y_logits(x, a))               # [P, B, S]
         return tf.reduce_logsumexp(log_probs, axis=0)
 
@@ -296,7 +296,8 @@ class DeepGenerativeModel(keras.Model):
         """One step's objective and its terms (all float32 scalars).
 
         x_l: [B_l, dim] labelled images, y_l: [B_l] int slots, x_u: [B_u, dim] unlabelled
-        images (B_l may be 0); objective: an Objective (default: `self.objective`, which training sets).
+        images (B_l may be 0); objective: an Objective (default: `self.objective`, which
+        training sets).
         The labelled and unlabelled batches share one binarisation draw, one draw of a
         (auxiliary models) and one q(y|.) pass on their concatenation: half the kernel
         casts, gradient sums and ops of two separate passes, and a larger matmul.
