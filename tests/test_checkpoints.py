@@ -71,17 +71,34 @@ def test_each_adam_slot_is_keyed_by_its_variable_as_keras_names_slots():
 
 def test_save_restore_round_trip_and_refusals(tmp_path):
     source = tiny()
-    for v in source.trainable_variables:
-        v.assign(tf.random.normal(v.shape, seed=3))
     state = checkpoints.TrainState(source, str(tmp_path / "a"), keep=2)
+
+    def everything(model):
+        """{key: variable} for all a checkpoint must carry: model, Adam, the trackers."""
+        keys = checkpoints.model_variables(model)
+        found = {**keys, **checkpoints.optimizer_variables(model.optimizer, keys)}
+        found.update({f"{n}/{v.name}": v for n, t in model.trackers.items()
+                      for v in t.variables})
+        return found
+
+    # every value differs from a fresh model's, Adam's counters and the trackers too
+    for i, v in enumerate(everything(source).values()):
+        v.assign(tf.cast(tf.random.uniform(v.shape, 1, 1000, seed=i), v.dtype))
+    state.best_accuracy.assign(0.7)
+    state.best_epoch.assign(3)
     state.save(epoch=4, step=7)
 
     target = tiny()
     restored = checkpoints.TrainState(target, str(tmp_path / "a"), keep=2)
     assert restored.restore() == (4, 7)
-    for key, v in checkpoints.model_variables(target).items():
-        np.testing.assert_array_equal(v.numpy(),
-                                      checkpoints.model_variables(source)[key].numpy(), key)
+    assert (restored.best_accuracy.numpy(), restored.best_epoch.numpy()) == (0.7, 3)
+    wanted = everything(source)
+    assert len(wanted) > len(checkpoints.model_variables(source)) + 5
+    for key, v in everything(target).items():
+        np.testing.assert_array_equal(v.numpy(), wanted[key].numpy(), key)
+    restored.restore_trackers()                  # fit resets them, then gets the sums back
+    for name, tracker in target.trackers.items():
+        assert float(tracker.result()) == float(source.trackers[name].result()), name
 
     # another architecture is refused in one line, not half-restored
     with pytest.raises(checkpoints.CheckpointError, match="does not match this model"):
