@@ -280,6 +280,17 @@ def test_a_stop_between_the_checkpoint_and_the_best_weights_loses_nothing(tmp_pa
     assert after == before
 
 
+def test_a_checkpoint_at_an_epochs_last_step_is_refused_in_one_line(tmp_path):
+    """This gmdgm_tf never saves one (the epoch's own checkpoint follows that step); an
+    older one did, and resuming it would run an epoch with no steps."""
+    config = tiny_digits(epochs=1, steps_per_epoch=4)
+    experiment.train_and_evaluate(config, str(tmp_path))
+    model = experiment.build(config, data.load_split(config.data, config.seed))
+    checkpoints.TrainState(model, str(tmp_path / "checkpoints"), keep=5).save(0, 4)
+    with pytest.raises(checkpoints.CheckpointError, match="step 4 of epoch 1, which has 4 st"):
+        experiment.train_and_evaluate(config, str(tmp_path))
+
+
 def test_a_workdir_trained_past_the_asked_epochs_is_refused(tmp_path):
     """Its best epoch may lie beyond the budget: metrics would claim a shorter run."""
     experiment.train_and_evaluate(tiny_digits(epochs=2, steps_per_epoch=2), str(tmp_path))

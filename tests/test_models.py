@@ -274,6 +274,8 @@ def fixed_noise(model):
 
 @pytest.mark.parametrize("name", registry.NAMES)
 def test_loss_equals_the_naive_sum_of_bounds_alpha_term_and_weight_prior(name):
+    """How the step puts the loss together (the reference reuses the model's one-slot
+    bound; the bound itself is checked against NumPy above)."""
     from gmdgm_tf.models import reference  # pylint: disable=import-outside-toplevel
     model, x = tiny_model(name)
     fixed_noise(model)
@@ -342,6 +344,8 @@ def test_loss_needs_an_objective_but_inference_does_not():
 
 @pytest.mark.parametrize("name", ["gmdgm", "m2"])
 def test_vectorised_bound_equals_naive_slot_loop(name):
+    """The all-slots broadcast equals a Python loop over slots of the one-slot bound (the
+    bound itself is checked against NumPy above)."""
     from gmdgm_tf.models import reference  # pylint: disable=import-outside-toplevel
     model, x = tiny_model(name)
     eps = np.random.RandomState(4).randn(B, K, Z).astype(np.float32)
