@@ -36,7 +36,8 @@ from ml_collections import config_flags
 
 from gmdgm_tf import data, evaluation, experiment, filenames, rundir
 from gmdgm_tf.sweeps import run as sweep_run
-from gmdgm_tf.sweeps.report import format_mean_sd, mean_sd
+from gmdgm_tf.sweeps.markdown import format_mean_sd
+from gmdgm_tf.sweeps.tables import mean_sd
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory.")

@@ -404,12 +404,12 @@ def test_one_classifier_pass_serves_both_batches():
 
 def test_every_registered_model_builds_from_its_entry_and_is_named_from_it():
     from gmdgm_tf import model_card, plots, registry  # pylint: disable=import-outside-toplevel
-    from gmdgm_tf.sweeps import report  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf.sweeps import tables  # pylint: disable=import-outside-toplevel
     for name, spec in registry.MODELS.items():
         model, x = tiny_model(name)
         assert isinstance(model, spec.model_class()) and model(x).shape == (B, K)
         assert plots.model_title(f"{name}_fast") == f"{spec.title} fast"
-        assert report.PAPER.get(name) == spec.paper_table1
+        assert tables.PAPER.get(name) == spec.paper_table1
         card = model_card.model_card({
             "model": name, "dataset": "mnist", "class_names": ["a", "b"],
             "labelled_classes": [0], "image_shape": [2, 2], "num_slots": 3,

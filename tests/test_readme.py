@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from gmdgm_tf.sweeps import records, report
+from gmdgm_tf.sweeps import markdown, records, tables
 from conftest import REPO
 
 # README block name -> the results folder its table is written from
@@ -23,7 +23,7 @@ BLOCKS = {"table1": "table1", "digits": "digits", "regimes": "regimes"}
 def readme_block(name):
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    begin, end = report.readme_markers(name)
+    begin, end = markdown.readme_markers(name)
     assert begin in text and end in text, f"README lacks the {name} block"
     return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
 
@@ -39,7 +39,7 @@ def test_readme_table_equals_the_committed_table_and_its_runs(name):
         committed = f.read().strip("\n")
     assert readme_block(name) == committed, f"copy {folder}/table1_summary.md into README"
     recipes, runs = records.read_runs(runs_dir)
-    fresh = report.summary_markdown(report.aggregate(runs, recipes)).strip("\n")
+    fresh = markdown.summary_markdown(tables.aggregate(runs, recipes)).strip("\n")
     assert committed == fresh, "rerun gmdgm_tf.sweeps.report: the table is stale"
 
 
@@ -51,7 +51,7 @@ def test_readme_prose_quotes_only_figures_its_tables_hold():
     tables = ""
     for name in BLOCKS:
         tables += readme_block(name)
-        begin, end = report.readme_markers(name)
+        begin, end = markdown.readme_markers(name)
         before, rest = prose.split(begin, 1)
         prose = before + rest.split(end, 1)[1]
     figure = re.compile(r"\d+\.\d+ \(\d+\.\d+\)")
@@ -62,13 +62,13 @@ def test_readme_prose_quotes_only_figures_its_tables_hold():
 
 
 def test_readme_block_replacement_keeps_the_rest():
-    text = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\noutro\n"
-    new = report.replace_readme_block(text, "| new |\n")
-    assert new == f"intro\n{report.README_BEGIN}\n| new |\n{report.README_END}\noutro\n"
-    with pytest.raises(report.ReportError, match="no .* block"):
-        report.replace_readme_block("no markers", "x")
-    begin, end = report.readme_markers("digits")
-    assert report.replace_readme_block(f"{begin}\nold\n{end}", "new\n", "digits") == (
+    text = f"intro\n{markdown.README_BEGIN}\nold\n{markdown.README_END}\noutro\n"
+    new = markdown.replace_readme_block(text, "| new |\n")
+    assert new == f"intro\n{markdown.README_BEGIN}\n| new |\n{markdown.README_END}\noutro\n"
+    with pytest.raises(records.ReportError, match="no .* block"):
+        markdown.replace_readme_block("no markers", "x")
+    begin, end = markdown.readme_markers("digits")
+    assert markdown.replace_readme_block(f"{begin}\nold\n{end}", "new\n", "digits") == (
         f"{begin}\nnew\n{end}")
 
 

@@ -86,50 +86,50 @@ def hand_made_run(recipe, model, labelled_classes, labels_per_class=10, source="
 
 
 def test_the_report_says_when_accuracy_is_the_plain_argmax():
-    from gmdgm_tf.sweeps import report  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf.sweeps import markdown, tables  # pylint: disable=import-outside-toplevel
     run = hand_made_run("semisup", "m2", (0, 1))
-    text = report.table_markdown(report.aggregate([run]), [run], "Machine: test")
+    text = markdown.table_markdown(tables.aggregate([run]), [run], "Machine: test")
     assert "both protocols are the plain argmax of q(y|x)" in text
     assert json.dumps(run["metrics"]["heldout"]["accuracy"]) == "0.5"
     assert "with 10 labels each, every class labelled." in text
     paper_split = hand_made_run("semi_unsup", "gmdgm", (0,))
-    text = report.table_markdown(report.aggregate([paper_split]), [paper_split], "Machine: t")
+    text = markdown.table_markdown(tables.aggregate([paper_split]), [paper_split], "Machine: t")
     assert ", the other classes unlabelled." in text
     # every class labelled but extra slots to name: cluster-and-label, so both protocols
     extra = hand_made_run("extra", "gmdgm", (0, 1), num_extra_slots=3)
     assert "heldout (" not in json.dumps(extra["metrics"])  # no argmax note
-    rows = report.aggregate([extra])
+    rows = tables.aggregate([extra])
     assert {r["regime"] for r in rows} == {"semi-unsupervised"}
-    text = report.table_markdown(rows, [extra], "Machine: t")
+    text = markdown.table_markdown(rows, [extra], "Machine: t")
     assert "every class labelled." in text and "plain argmax" not in text
 
 
 def test_each_regime_sits_beside_its_own_published_numbers_never_table_1s():
-    from gmdgm_tf.sweeps import regimes, report  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf.sweeps import markdown, regimes, tables  # pylint: disable=import-outside-toplevel
     runs = [hand_made_run("unsup", "gmdgm", ()), hand_made_run("m2_semi", "m2", (0, 1)),
             hand_made_run("gm_semi", "gmdgm", (0, 1)),
             hand_made_run("m2_semi1000", "m2", (0, 1), labels_per_class=100),
             hand_made_run("am2_npz", "am2", (0, 1), source="npz:x.npz")]
-    rows = {r["recipe"]: r for r in report.aggregate(runs) if r["protocol"] == "heldout"}
+    rows = {r["recipe"]: r for r in tables.aggregate(runs) if r["protocol"] == "heldout"}
     assert {name: (r["regime"], r["paper"], r["published"]) for name, r in rows.items()} == {
         "unsup": (regimes.UNSUPERVISED, None, regimes.LITERATURE["unsupervised"]["gmdgm"]),
         "m2_semi": (regimes.SEMI_SUPERVISED, None, (88.03, 1.71, "Kingma et al., 2014")),
         "gm_semi": (regimes.SEMI_SUPERVISED, None, None),       # nobody published it
         "m2_semi1000": (regimes.SEMI_SUPERVISED, None, None),   # not the 100-label task
         "am2_npz": (regimes.SEMI_SUPERVISED, None, None)}       # not MNIST
-    summary = report.summary_markdown(report.aggregate(runs[:2]))
+    summary = markdown.summary_markdown(tables.aggregate(runs[:2]))
     assert summary.splitlines()[0].startswith("| Regime | Recipe | Protocol |")
     assert "| semi-supervised | M2 semi | heldout | 1 | 50.0 (n/a) |" in summary
     assert summary.count("88.03 (1.71), Kingma et al., 2014") == 1  # paper = heldout here
     assert "| unsupervised | unsup | paper | 1 |" in summary  # cluster-and-label on test
     assert "paper_selection" not in summary
-    text = report.table_markdown(report.aggregate(runs[:2]), runs[:2], "Machine: test")
+    text = markdown.table_markdown(tables.aggregate(runs[:2]), runs[:2], "Machine: test")
     assert text.startswith("# Regimes: unsupervised, semi-supervised\n\nData: mnist; no labels")
     assert "Willetts et al., Table 1" not in text
     assert "- `unsup` (unsupervised): 96.3 (0.9), Willetts, Roberts & Holmes, 2019" in text
     # the paper's split keeps Table 1's form and the paper's numbers
     paper_split = hand_made_run("gm_paper", "gmdgm", (0,))
-    row = report.aggregate([paper_split])[0]
+    row = tables.aggregate([paper_split])[0]
     assert (row["regime"], row["paper"], row["published"]) == (
-        regimes.SEMI_UNSUPERVISED, report.PAPER["gmdgm"], None)
-    assert report.summary_markdown([row]).startswith("| Recipe | Protocol | Seeds |")
+        regimes.SEMI_UNSUPERVISED, tables.PAPER["gmdgm"], None)
+    assert markdown.summary_markdown([row]).startswith("| Recipe | Protocol | Seeds |")

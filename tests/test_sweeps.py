@@ -15,7 +15,7 @@ import pytest
 from matplotlib import image as mpimg
 
 from gmdgm_tf import filenames, machine
-from gmdgm_tf.sweeps import records, report, run
+from gmdgm_tf.sweeps import markdown, records, report, run, tables
 from conftest import REPO, absolute_paths, load_config
 
 DIGITS = os.path.join(REPO, "configs", "digits_gmdgm.py")
@@ -84,7 +84,7 @@ def test_aggregate_mean_and_sample_sd(summaries):
     recipes, runs = records.read_runs(summaries, ["m2u", "gm"])
     assert recipes == ["m2u", "gm"] and [(r["recipe"], r["seed"]) for r in runs] == [
         ("m2u", 0), ("gm", 0), ("gm", 1), ("gm", 2)]
-    rows = report.aggregate(runs, recipes)
+    rows = tables.aggregate(runs, recipes)
     by = {(r["recipe"], r["protocol"]): r for r in rows}
     assert [(r["recipe"], r["protocol"]) for r in rows] == [
         ("m2u", "heldout"), ("m2u", "paper"), ("gm", "heldout"), ("gm", "paper")]
@@ -102,18 +102,15 @@ def test_aggregate_mean_and_sample_sd(summaries):
     assert g["train_seconds"]["mean"] == pytest.approx(100.0)
     assert g["seconds_per_epoch"]["mean"] == pytest.approx(2.0)
     assert g["nmi"] == {"mean": pytest.approx(0.5), "sd": pytest.approx(0.0), "n": 3}
-    assert g["paper"] == report.PAPER["gmdgm"]
+    assert g["paper"] == tables.PAPER["gmdgm"]
     assert by["gm", "paper"]["overall"]["mean"] == pytest.approx(np.mean([92, 82, 70]))
     m2 = by["m2u", "heldout"]   # one seed has no SD; the paper's numbers follow the model
     assert m2["n_seeds"] == 1 and m2["overall"] == {"mean": pytest.approx(74.0), "sd": None,
                                                     "n": 1}
-    assert m2["paper"] == report.PAPER["m2"]
-    assert report.format_mean_sd(m2["overall"]) == "74.0 (n/a)"
-    assert report.format_mean_sd(g["overall"]) == "80.0 (10.0)"
-    assert report.format_mean_sd({"mean": None, "sd": None, "n": 0}) == "n/a"
-    assert report.headline(rows)["gm"]["heldout"] == {
-        "overall": "80.0 (10.0)", "labelled": "90.0 (5.0)", "unlabelled": "77.5 (10.6)", "n": 3}
-    assert report.headline(rows)["m2u"]["paper"]["n"] == 1
+    assert m2["paper"] == tables.PAPER["m2"]
+    assert markdown.format_mean_sd(m2["overall"]) == "74.0 (n/a)"
+    assert markdown.format_mean_sd(g["overall"]) == "80.0 (10.0)"
+    assert markdown.format_mean_sd({"mean": None, "sd": None, "n": 0}) == "n/a"
     assert g["description"] == ("GM-DGM, lr 0.001, 25 slots, prior rule paper, float32, "
                                 "10 epochs | GM-DGM, lr 0.001, 25 slots, prior rule paper, "
                                 "float32, 20 epochs | GM-DGM, lr 0.001, 25 slots, prior rule "
@@ -122,8 +119,8 @@ def test_aggregate_mean_and_sample_sd(summaries):
 
 def test_late_validation_is_the_mean_over_the_second_half_of_the_epochs():
     history = [{"epoch": e, "val_accuracy": e / 10} for e in range(1, 8)] + [{"epoch": 8}]
-    assert report.late_validation({"history": history}) == pytest.approx(55.0)  # epochs 4-7
-    assert report.late_validation({"history": [{"epoch": 1}]}) is None
+    assert tables.late_validation({"history": history}) == pytest.approx(55.0)  # epochs 4-7
+    assert tables.late_validation({"history": [{"epoch": 1}]}) is None
 
 
 def test_other_datasets_get_their_slot_count_and_no_paper_numbers(summaries):
@@ -136,16 +133,16 @@ def test_other_datasets_get_their_slot_count_and_no_paper_numbers(summaries):
         with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             json.dump(obj, f)
     recipes, runs = records.read_runs(summaries, ["gm", "m2u"])
-    rows = {row["recipe"]: row for row in report.aggregate(runs, recipes)}
-    assert rows["gm"]["paper"] is None and rows["m2u"]["paper"] == report.PAPER["m2"]
+    rows = {row["recipe"]: row for row in tables.aggregate(runs, recipes)}
+    assert rows["gm"]["paper"] is None and rows["m2u"]["paper"] == tables.PAPER["m2"]
     assert rows["gm"]["description"].startswith("GM-DGM, lr 0.001, 19 slots")  # 4 + 15
 
 
 def test_markdown_and_csv_from_hand_made_runs(summaries):
     recipes, runs = records.read_runs(summaries)
     assert recipes == ["gm", "m2u"]                 # default: every recipe found, sorted
-    rows = report.aggregate(runs, recipes)
-    text = report.table_markdown(rows, runs, report.machine_line(runs))
+    rows = tables.aggregate(runs, recipes)
+    text = markdown.table_markdown(rows, runs, markdown.machine_line(runs))
     assert "| gm | heldout | 3 | 90.0 (5.0) | 93.7 (1.9) | 77.5 (10.6) | 87.4 (4.5) " \
            "| 80.0 (10.0) | 90.7 (2.0) |" in text
     assert "| m2u | paper | 1 | 86.0 (n/a) | 86.3 (2.2) | 63.0 (n/a) | 63.4 (8.3) " \
@@ -154,7 +151,7 @@ def test_markdown_and_csv_from_hand_made_runs(summaries):
         in text
     assert "| gm | 1 | 93.0 | 90.0 / 70.0 / 80.0 | 82.0 | 0.500 | 20 | 19 | 100 / 200 |" in text
     assert "ddof=1" in text and "TestOS; test cpu; 2 CPUs (the runs trained on)" in text
-    assert report.PROTOCOL_NOTE in text and "not comparable" not in text
+    assert markdown.PROTOCOL_NOTE in text and "not comparable" not in text
     # validation by epoch: gm's seeds ran 10, 20, 30 epochs (val * epoch / epochs), so up
     # to epoch 10 only; at epoch e the seeds give 91 e / 10, 93 e / 20 and 80 e / 30 %
     assert "| Recipe | Seeds | epoch 1 | epoch 5 | epoch 10 |" in text
@@ -163,8 +160,8 @@ def test_markdown_and_csv_from_hand_made_runs(summaries):
     assert cells == ["5.5 (3.3)", "27.4 (16.5)", "54.7 (32.9)"]
     assert f"| gm | 3 | {' | '.join(cells)} |" in text
     assert "| m2u | 1 | 7.0 (n/a) | 35.0 (n/a) | 70.0 (n/a) |" in text
-    flat = report.table_csv_rows(rows)
-    assert len(flat) == 4 and set(flat[0]) == set(report.CSV_FIELDS)
+    flat = tables.table_csv_rows(rows)
+    assert len(flat) == 4 and set(flat[0]) == set(tables.CSV_FIELDS)
     g = next(r for r in flat if r["recipe"] == "gm" and r["protocol"] == "heldout")
     assert (g["overall_mean"], g["overall_sd"], g["paper_overall_mean"]) == (80.0, 10.0, 90.7)
     assert g["seeds"] == "0 1 2" and g["wall_seconds_mean"] == 150.0
@@ -172,12 +169,12 @@ def test_markdown_and_csv_from_hand_made_runs(summaries):
 
 def test_best_run_is_chosen_on_validation_never_test(summaries):
     _, runs = records.read_runs(summaries)
-    best = report.best_runs(runs)
+    best = tables.best_runs(runs)
     # gm seed 0 has the best test accuracy, seed 1 the best validation accuracy
     assert best["gm"]["seed"] == 1
     assert best["m2u"]["seed"] == 0
     tie = [dict(r, seed=s) for s, r in ((5, runs[0]), (2, runs[0]))]
-    assert report.best_runs(tie)["gm"]["seed"] == 2        # ties: the lowest seed
+    assert tables.best_runs(tie)["gm"]["seed"] == 2        # ties: the lowest seed
 
 
 def check_png(path):
@@ -210,15 +207,29 @@ def test_report_files_and_cli_errors(summaries, tmp_path):
     assert everything["runs"][0]["summary"] == os.path.join("..", "summaries", "gm_seed0")
 
     os.makedirs(tmp_path / "empty")
+    (tmp_path / "README.md").write_text("no markers\n", encoding="utf-8")
     for args, message in [((f"--summaries={tmp_path / 'nowhere'}",), "no such directory"),
                           ((f"--summaries={tmp_path / 'empty'}",), "no run summaries"),
-                          ((f"--summaries={summaries}", "--recipes=gm,nope"), "['nope']")]:
+                          ((f"--summaries={summaries}", "--recipes=gm,nope"), "['nope']"),
+                          ((f"--summaries={summaries}", f"--readme={tmp_path / 'README.md'}"),
+                           "the README has no '<!-- table1: written"),
+                          ((f"--summaries={summaries}", f"--readme={tmp_path / 'nope.md'}"),
+                           "cannot read --readme=")]:
         proc = report_cli(*args, f"--out={tmp_path / 'cli'}")
         assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = report_cli(f"--summaries={summaries}", f"--out={tmp_path / 'cli'}", "--recipes=m2u")
+    assert not os.path.exists(tmp_path / "cli")     # refused before anything was written
+    begin, end = markdown.readme_markers()
+    (tmp_path / "README.md").write_text(f"intro\n{begin}\nold\n{end}\n", encoding="utf-8")
+    proc = report_cli(f"--summaries={summaries}", f"--out={tmp_path / 'cli'}", "--recipes=m2u",
+                      f"--readme={tmp_path / 'README.md'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| m2u | heldout | 1 |" in proc.stdout and "| gm |" not in proc.stdout
+    summary = (tmp_path / "cli" / "table1_summary.md").read_text(encoding="utf-8")
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == (
+        f"intro\n{begin}\n{summary}{end}\n")
+    assert not [name for folder in (tmp_path, tmp_path / "cli") for name in os.listdir(folder)
+                if name.endswith(".tmp")]                     # each file renamed into place
 
 
 def test_several_summary_directories_report_together_and_a_run_filed_twice_is_refused(
@@ -233,7 +244,7 @@ def test_several_summary_directories_report_together_and_a_run_filed_twice_is_re
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| gm25 | heldout | 1 |" in proc.stdout and "| gm | heldout | 3 |" in proc.stdout
     write_summary(probe, "gm", 1, (0.5, 0.5, 0.5))              # gm seed 1 is in summaries too
-    with pytest.raises(report.ReportError, match="gm seed 1 is filed twice"):
+    with pytest.raises(records.ReportError, match="gm seed 1 is filed twice"):
         records.read_runs([summaries, probe])
 
 
