@@ -6,8 +6,10 @@ the checkpoint); `LoopCounter`, first in the list, advances it, and every callba
 needs the position reads it from there, never from another callback. `loop_callbacks`
 gives the list in its one order. At the end of an epoch, each seeing the logs the earlier
 ones added: LearningRate (the epoch's rate), EpochTimer (seconds), Validation (val_*
-metrics, best epoch), Checkpointing (the epoch's checkpoint, then the best weights),
-HistoryWriter (history.jsonl), TensorBoard, Progress (the log line), WallClockBudget, PreemptionGuard.
+metrics, best epoch), HistoryWriter (history.jsonl), Checkpointing (the epoch's checkpoint,
+then the best weights), TensorBoard, Progress (the log line), WallClockBudget,
+PreemptionGuard. The history line goes first: a resume drops the lines of epochs its
+checkpoint does not hold, but nothing would write again a line missing from an epoch it does.
 Per step: NonFiniteGuard (stop on NaN/inf, naming the terms), Checkpointing (every N
 steps), PreemptionGuard (SIGTERM/SIGINT: checkpoint at this step boundary, then stop).
 """
@@ -109,6 +111,11 @@ class Loop:
     def best_epoch(self):
         """The 1-based epoch of the best validation accuracy so far (0: none yet)."""
         return int(self.state.best_epoch.numpy())
+
+    def forget_best(self):
+        """No best epoch yet: the next epoch's result becomes the best (its weights lost)."""
+        self.state.best_accuracy.assign(-1.0)
+        self.state.best_epoch.assign(0)
 
     def improves(self, accuracy):
         """Records the ending epoch's validation accuracy -> whether it is the best yet."""
@@ -348,6 +355,6 @@ def loop_callbacks(loop, config, split, run, signals, tensorboard, extra=()):
             LearningRate(config.optimizer.learning_rate, config.optimizer.decay_epoch,
                          config.optimizer.decay_factor),
             NonFiniteGuard(loop), EpochTimer(), Validation(split, loop),
-            Checkpointing(loop, config.train.checkpoint_every_steps, run), HistoryWriter(run),
+            HistoryWriter(run), Checkpointing(loop, config.train.checkpoint_every_steps, run),
             tensorboard, Progress(loop, config.train.epochs),
             WallClockBudget(config.train.max_minutes), PreemptionGuard(signals, loop), *extra]

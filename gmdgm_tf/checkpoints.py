@@ -98,6 +98,7 @@ class TrainState:
         self.directory = directory
         self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep)
         self.tracker_values = None
+        self.unreadable = 0  # newer checkpoints that `restore` found unreadable and skipped
 
     def saved(self):
         """Checkpoint prefixes in the directory, newest first (rundir.checkpoint_prefixes)."""
@@ -131,6 +132,7 @@ class TrainState:
                 logging.warning("checkpoint %s is unreadable (%s); falling back to %s",
                                 path, reason, candidates[i + 1])
         logging.info("resuming from %s", path)
+        self.unreadable = i
         self.tracker_values = {v.path: v.numpy() for t in self.model.trackers.values()
                                for v in t.variables}
         return int(self.epoch.numpy()), int(self.step.numpy())

@@ -71,7 +71,8 @@ def fit(model, split, config, run, state, extra_callbacks=()):
     rest.
     """
     start_epoch, start_step = state.restore()
-    run.write_history(run.history(upto_epoch=start_epoch))  # later epochs were lost work
+    history = run.history()
+    run.write_history([r for r in history if r["epoch"] <= start_epoch])  # later: lost work
     steps = config.train.steps_per_epoch or data.steps_per_epoch(
         split, config.data.unlabelled_batch_size)
     epochs = config.train.epochs
@@ -90,6 +91,17 @@ def fit(model, split, config, run, state, extra_callbacks=()):
         # The checkpoint holds the best epoch's weights: write them again, in case the run
         # stopped between the checkpoint and the best-weights file (callbacks.Checkpointing).
         run.save_weights(model, rundir.BEST_WEIGHTS)
+    elif state.unreadable and run.exists(rundir.BEST_WEIGHTS) and any(
+            r.get("val_accuracy", -1.0) > loop.best_accuracy for r in history
+            if r["epoch"] > start_epoch):
+        # Resumed behind unreadable checkpoints, one of whose epochs beat the restored best:
+        # the best-weights file may be that lost epoch's, and the restored best epoch's
+        # weights are gone. Selection starts again from the epochs trained from here.
+        tf.io.gfile.remove(run.file(rundir.BEST_WEIGHTS))
+        loop.forget_best()
+        logging.warning("%s may hold the weights of an epoch after the checkpoint resumed "
+                        "from; removed, the best epoch is chosen among epochs %d and later",
+                        rundir.BEST_WEIGHTS, start_epoch + 1)
     tensorboard = callbacks_lib.TensorBoard(run.file(rundir.TENSORBOARD), split,
                                             config.train.sample_grid_every)
     with callbacks_lib.StopSignals() as signals:

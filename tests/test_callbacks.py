@@ -111,3 +111,5 @@ def test_the_loop_counter_runs_first_and_the_preemption_guard_after_checkpointin
     assert kinds.index("Validation") < kinds.index("Checkpointing") < kinds.index(
         "PreemptionGuard")
     assert kinds.index("Validation") < kinds.index("HistoryWriter") < kinds.index("Progress")
+    # the epoch's history line before its checkpoint (test_experiment: a stop in between)
+    assert kinds.index("HistoryWriter") < kinds.index("Checkpointing")

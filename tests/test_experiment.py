@@ -187,20 +187,27 @@ def test_sigkill_mid_epoch_then_rerun_resumes_and_matches(tmp_path, reference, m
     proc = subprocess.Popen(_train_cmd(workdir, *_resume_overrides(model)), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history, saved = workdir / "history.jsonl", workdir / "checkpoints"
-    deadline, epoch_end = time.time() + 120, None
+
+    def position(prefix):
+        """A checkpoint's [epoch, step]: [2, 0] is epoch 2's end, [2, k] epoch 3 at step k."""
+        reader = tf.train.load_checkpoint(prefix)
+        return [int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                for name in ("epoch", "step")]
+    deadline, seen = time.time() + 120, None
     while time.time() < deadline and proc.poll() is None:
-        if epoch_end is None and history.exists() and history.read_text().count("\n") >= 2:
-            epoch_end = rundir.checkpoint_prefixes(str(saved))[0]  # epoch 2's, just written
-        elif epoch_end is not None and rundir.checkpoint_prefixes(str(saved))[0] != epoch_end:
-            proc.send_signal(signal.SIGKILL)  # after epoch 3's first mid-epoch checkpoint
-            break
+        if history.exists() and history.read_text().count("\n") >= 2:   # epoch 2 has ended
+            newest = rundir.checkpoint_prefixes(str(saved))[0]
+            if newest != seen:
+                seen = newest
+                epoch, step = position(newest)
+                if epoch == 2 and step > 0:   # epoch 3's first mid-epoch checkpoint
+                    proc.send_signal(signal.SIGKILL)
+                    break
         time.sleep(0.01)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (workdir / "metrics.json").exists()
-    newest = tf.train.load_checkpoint(rundir.checkpoint_prefixes(str(saved))[0])
-    position = [int(newest.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
-                for name in ("epoch", "step")]
-    assert position[0] == 2 and position[1] > 0, f"not a mid-epoch checkpoint: {position}"
+    newest = position(rundir.checkpoint_prefixes(str(saved))[0])
+    assert newest[0] == 2 and newest[1] > 0, f"not a mid-epoch checkpoint: {newest}"
 
     rerun = subprocess.run(_train_cmd(workdir, *_resume_overrides(model)), cwd=REPO,
                            capture_output=True, text=True, check=True)
@@ -278,6 +285,53 @@ def test_a_stop_between_the_checkpoint_and_the_best_weights_loses_nothing(tmp_pa
     after = read_json(tmp_path / "metrics.json")
     before.pop("training"), after.pop("training")
     assert after == before
+
+
+def test_a_stop_just_after_the_epochs_checkpoint_keeps_its_history_line(tmp_path, monkeypatch):
+    """The history line is written before the checkpoint: a stop after the checkpoint (here
+    in the best-weights write that follows it) must not lose the line, which no resume
+    would write again."""
+    config = tiny_digits(deterministic=True, epochs=2, steps_per_epoch=2)
+    experiment.train_and_evaluate(config, str(tmp_path / "whole"))
+    save = rundir.RunDir.save_weights
+
+    def stopped(self, model, name):
+        if name == rundir.BEST_WEIGHTS:
+            raise RuntimeError("stopped")
+        save(self, model, name)
+    monkeypatch.setattr(rundir.RunDir, "save_weights", stopped)
+    with pytest.raises(RuntimeError, match="stopped"):       # at epoch 1 (always the best)
+        experiment.train_and_evaluate(config, str(tmp_path / "run"))
+    monkeypatch.setattr(rundir.RunDir, "save_weights", save)
+    metrics = experiment.train_and_evaluate(config, str(tmp_path / "run"))
+
+    def rows(workdir):
+        with open(workdir / "history.jsonl", encoding="utf-8") as f:
+            return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in f]
+    assert [r["epoch"] for r in rows(tmp_path / "run")] == [1, 2]
+    assert rows(tmp_path / "run") == rows(tmp_path / "whole")
+    assert metrics["training"]["epochs_run"] == 2
+
+
+def test_a_resume_behind_a_lost_best_epoch_drops_its_best_weights(tmp_path, monkeypatch):
+    """Epoch 3 was the best and wrote best.weights.h5, then its checkpoint was damaged: the
+    resume from epoch 2's checkpoint (best: epoch 1) must not claim epoch 1 while loading
+    epoch 3's file. The file is dropped and the retrained epochs choose again."""
+    scripted = iter([0.5, 0.4, 0.9, 0.45])          # validation accuracy of each epoch's end
+    real = callbacks.validation_report
+    monkeypatch.setattr(callbacks, "validation_report",
+                        lambda model, split: dict(real(model, split), accuracy=next(scripted)))
+    config = tiny_digits(epochs=3, steps_per_epoch=2, checkpoint_every_steps=0)
+    workdir = tmp_path / "run"
+    experiment.train_and_evaluate(config, str(workdir))
+    assert read_json(workdir / "metrics.json")["training"]["selected_epoch"] == 3
+    (workdir / "metrics.json").unlink()
+    _corrupt_newest(workdir / "checkpoints", "truncated data")
+    metrics = experiment.train_and_evaluate(config, str(workdir))   # epoch 3 again: 0.45
+    history = [json.loads(line) for line in
+               (workdir / "history.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["epoch"], r["val_accuracy"]) for r in history] == [(1, 0.5), (2, 0.4), (3, 0.45)]
+    assert metrics["training"]["selected_epoch"] == 3             # the only one with weights
 
 
 def test_a_checkpoint_at_an_epochs_last_step_is_refused_in_one_line(tmp_path):
