@@ -12,6 +12,7 @@ Config files are passed by path (`--config=configs/X.py[:smoke]`, or `load(path)
 Python); nothing in the package locates them.
 """
 
+import difflib
 import importlib.util
 import math
 import os
@@ -83,7 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "mnist"            # digits | (fashion_)mnist | tfds:<name> | npz:<path>
-    config.data.dir = ""                    # IDX directory; "" -> $GMDGM_DATA_DIR, then TFDS
+    config.data.dir = ""                    # IDX directory; "" -> (mnist) $GMDGM_DATA_DIR, TFDS
     config.data.tfds_dir = ""               # TFDS data_dir ("" -> TFDS default)
     config.data.to_grayscale = False        # colour images -> luminance (else refused)
     config.data.validation_size = 10000     # held out from train (as the paper's code)
@@ -224,6 +225,21 @@ def load(path: str, overrides=()) -> ml_collections.ConfigDict:
     return config
 
 
+def check_fields(config, names):
+    """Refuses (ConfigError) the first dotted name in `names` ('model.z_dim') that is not a
+    field of config, naming the closest field: what `--config.FIELD=` overrides must be."""
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}{key}.") if hasattr(value, "items") \
+                else [prefix + key]
+    known = list(leaves(config))
+    for name in names:
+        if name not in known:
+            match = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(f"unknown config field --config.{name}"
+                              + (f" (did you mean --config.{match[0]}?)" if match else ""))
+
+
 def set_field(config, dotted: str, value):
     """config['a.b.c'] = value for an existing field (ConfigDict checks the type)."""
     *parents, leaf = dotted.split(".")
@@ -235,6 +251,21 @@ def set_field(config, dotted: str, value):
     if leaf not in node:
         raise ConfigError(f"config has no field {dotted!r}")
     node[leaf] = value
+
+
+def config_differences(old, new):
+    """Experiment-defining fields that differ between two config dicts -> ['key: a -> b']."""
+    def flatten(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flatten(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+    old, new = ({**ADDED_FIELDS, **flatten(d)} for d in (old, new))
+    keys = sorted((set(old) | set(new)) - set(NOT_EXPERIMENT))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
 def parse_source(source) -> tuple:

@@ -1,7 +1,8 @@
 """The run directory's contract: its file names, their formats, and how they are written.
 
 A workdir holds one experiment:
-  config.json        the resolved config; a resumed run must match it (config_differences)
+  config.json        the resolved config; a resumed run must match it
+                     (config.config_differences)
   checkpoints/       tf.train checkpoints: weights, Adam slots, RNG state, epoch/step
                      (checkpoints.py)
   history.jsonl      one JSON line per epoch: training terms + validation metrics
@@ -140,21 +141,6 @@ def checkpoint_prefixes(directory) -> list:
     return [path for _, path in sorted(found, reverse=True)]
 
 
-def config_differences(old, new):
-    """Experiment-defining fields that differ between two config dicts -> ['key: a -> b']."""
-    def flatten(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flatten(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-    old, new = ({**config_lib.ADDED_FIELDS, **flatten(d)} for d in (old, new))
-    keys = sorted((set(old) | set(new)) - set(config_lib.NOT_EXPERIMENT))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
-
-
 @dataclasses.dataclass
 class DataMeta:
     """What inference needs to know of the data: data_meta.json.
@@ -277,7 +263,7 @@ class RunDir:
                 if self.exists(name):
                     tf.io.gfile.rmtree(self.file(name))
         elif self.exists(CONFIG):
-            diffs = config_differences(read_json(self.file(CONFIG)), new)
+            diffs = config_lib.config_differences(read_json(self.file(CONFIG)), new)
             if diffs and self.has_progress():
                 raise RunDirError(f"workdir {self.path} holds a different experiment ("
                                   + "; ".join(diffs) + "); use another --workdir or --fresh")

@@ -3,8 +3,8 @@
 ``config.data.source`` (parsed by config.parse_source):
   * ``digits``: scikit-learn's bundled 8x8 handwritten digits (offline default).
   * ``mnist`` / ``fashion_mnist``: a directory of the four standard IDX files when
-    ``config.data.dir`` (or the ``GMDGM_DATA_DIR`` environment variable) names one,
-    otherwise TensorFlow Datasets.
+    ``config.data.dir`` names one (for MNIST also the ``GMDGM_DATA_DIR`` environment
+    variable, unless ``config.data.tfds_dir`` is set), otherwise TensorFlow Datasets.
   * ``tfds:<name>``: any TensorFlow Datasets image-classification dataset with "train" and
     "test" splits (``tfds:kmnist``, ``tfds:emnist/letters``, ...); class count and names
     come from its label feature.
@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from gmdgm_tf import config as config_lib
 
-DATA_DIR_ENV = "GMDGM_DATA_DIR"
+DATA_DIR_ENV = "GMDGM_DATA_DIR"  # an MNIST folder, read by data.source=mnist alone
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -83,13 +83,27 @@ def load_raw(data_config) -> RawData:
     elif kind == "tfds":
         arrays, names = load_tfds(name, data_config.tfds_dir, to_grayscale)
     else:  # a named dataset: IDX files when a directory is given, else TFDS
-        directory = data_config.dir or os.environ.get(DATA_DIR_ENV)
+        directory = idx_directory(data_config, kind)
         if directory:
             arrays, array_names = load_idx_dir(os.path.expanduser(directory)), IDX_NAMES
         else:
-            arrays, _ = load_tfds(name, data_config.tfds_dir)
+            env = f" or ${DATA_DIR_ENV}" if kind == "mnist" else ""
+            arrays, _ = load_tfds(name, data_config.tfds_dir, offline=(
+                f"set config.data.dir{env} to a directory with the IDX files"))
         names = CLASS_NAMES[kind]
     return _checked(arrays, names, data_config.source, to_grayscale, array_names)
+
+
+def idx_directory(data_config, kind):
+    """The IDX directory a named source reads, or None for TFDS: data.dir, else for MNIST
+    $GMDGM_DATA_DIR, unless data.tfds_dir asks for TFDS. (Fashion-MNIST's files have
+    MNIST's names, so an MNIST folder from the environment would be read as Fashion-MNIST
+    without a word.)"""
+    if data_config.dir:
+        return data_config.dir
+    if kind == "mnist" and not data_config.tfds_dir:
+        return os.environ.get(DATA_DIR_ENV) or None
+    return None
 
 
 def uint8_divisor(source: str) -> float:
@@ -242,7 +256,8 @@ def load_idx_dir(directory: str):
 # ----------------------------------------------------------------- TensorFlow Datasets
 
 
-def load_tfds(name: str, data_dir: Optional[str], to_grayscale: bool = False):
+def load_tfds(name: str, data_dir: Optional[str], to_grayscale: bool = False,
+              offline: str = "set config.data.tfds_dir to a TFDS data directory that holds it"):
     """TFDS dataset ``name`` -> ((train_x, train_y, test_x, test_y), class names).
 
     The builder's metadata is checked first (an image feature and a class label as its
@@ -250,7 +265,8 @@ def load_tfds(name: str, data_dir: Optional[str], to_grayscale: bool = False):
     download. ``download`` stays True (TFDS's default) on purpose: when the dataset is
     already in ``data_dir`` TFDS returns before touching the network, and on a first run
     with a network it fetches the dataset, which is what this source promises. Offline,
-    the failed download is reported below (after urllib3's retries).
+    the failed download is reported below (after urllib3's retries), with `offline`: what
+    to set instead.
     """
     try:
         import requests  # pylint: disable=import-outside-toplevel  # a TFDS dependency
@@ -272,8 +288,8 @@ def load_tfds(name: str, data_dir: Optional[str], to_grayscale: bool = False):
     except (requests.RequestException, tfds.download.DownloadError) as e:
         raise DataError(
             f"TFDS dataset {name!r} is not in {data_dir or tfds.core.constants.DATA_DIR} "
-            f"and could not be downloaded ({_first_line(e)}); with no network, set "
-            f"config.data.dir or ${DATA_DIR_ENV} to a directory with the IDX files") from e
+            f"and could not be downloaded ({_first_line(e)}); with no network, {offline}"
+        ) from e
     except Exception as e:  # pylint: disable=broad-except  # TFDS raises many types
         raise DataError(f"could not load TFDS dataset {name!r}: {_first_line(e)}") from e
     return (train_x, train_y, test_x, test_y), class_names

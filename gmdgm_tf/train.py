@@ -12,7 +12,6 @@ config, data or workdir exits with code 2 and one line on stderr. --export_dir=D
 writes a SavedModel at the end (the chief alone, multi-worker).
 """
 
-import difflib
 import os
 import sys
 
@@ -46,11 +45,6 @@ def _fail(message):
     sys.exit(2)
 
 
-def _fields(d, prefix="config."):
-    for k, v in d.items():
-        yield from _fields(v, f"{prefix}{k}.") if hasattr(v, "items") else [prefix + k]
-
-
 def _one_line(error):
     """The last line of an error's message (config_flags embeds whole tracebacks)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -64,17 +58,16 @@ def parse_flags(argv):
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if path:
         try:
-            known = list(_fields(config.load(path)))
+            loaded = config.load(path)
         except config.ConfigError as e:
             _fail(e)
         except Exception as e:  # pylint: disable=broad-except  # a user's file may raise anything
             _fail(f"cannot load config file {path}: {type(e).__name__}: {_one_line(e)}")
-        for arg in argv[1:]:
-            name = arg[2:].split("=", 1)[0]
-            if arg.startswith("--config.") and name not in known:
-                match = difflib.get_close_matches(name, known, n=1)
-                _fail(f"unknown config field --{name}"
-                      + (f" (did you mean --{match[0]}?)" if match else ""))
+        try:
+            config.check_fields(loaded, [a[len("--config."):].split("=", 1)[0]
+                                         for a in argv[1:] if a.startswith("--config.")])
+        except config.ConfigError as e:
+            _fail(e)
     try:
         rest = flags.FLAGS(argv)
         flags.FLAGS.config  # pylint: disable=pointless-statement  # load the file now

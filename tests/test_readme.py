@@ -85,7 +85,7 @@ def test_readme_digits_numbers_are_runs_of_the_current_default_config():
     """The README quotes the digits runs as the main job's numbers: they must be runs of
     configs/digits_gmdgm.py as it is now (a changed default needs new runs)."""
     import json  # pylint: disable=import-outside-toplevel
-    from gmdgm_tf import rundir  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf import config  # pylint: disable=import-outside-toplevel
     from conftest import load_config  # pylint: disable=import-outside-toplevel
     runs_dir = os.path.join(REPO, "results", "digits", "runs")
     if not os.path.isdir(runs_dir):
@@ -95,7 +95,7 @@ def test_readme_digits_numbers_are_runs_of_the_current_default_config():
             filed = json.load(f)
         current = load_config("digits_gmdgm")
         current.seed = filed["seed"]
-        assert rundir.config_differences(filed, json.loads(current.to_json())) == [], name
+        assert config.config_differences(filed, json.loads(current.to_json())) == [], name
 
 
 # ------------------------------------------------------------- the README and docs/ pages
@@ -202,3 +202,24 @@ def test_report_commands_rewrite_the_readme_blocks_they_name(page):
         block = flags.get("readme_block", "table1")
         assert flags["summaries"] == f"results/{BLOCKS[block]}/runs", command
         assert flags["out"] == f"results/{BLOCKS[block]}", command
+
+
+@pytest.mark.parametrize("page", pages())
+def test_sweep_commands_are_the_experiments_their_summaries_filed(page):
+    """A quoted `sweeps.run` command whose summaries are committed resolves, run by run, to
+    the config each filed run trained (what the sweep itself checks before training): a
+    config file or an override edited since, and not the command, fails here."""
+    import shlex  # pylint: disable=import-outside-toplevel
+    from gmdgm_tf.sweeps import run  # pylint: disable=import-outside-toplevel
+    text = read(page).replace("\\\n", " ")
+    for command in re.findall(r"python -m gmdgm_tf\.sweeps\.run [^\n`]*", text):
+        args = [a.partition("=")[::2] for a in shlex.split(command)[3:]]
+        options = dict(args)
+        summaries = os.path.join(REPO, options.get("--summaries", ""))
+        if "NAME" in command or not glob.glob(os.path.join(summaries, "*", "config.json")):
+            continue                                   # a template, or nothing filed
+        recipes = [run.Recipe.parse(value.replace("configs/", f"{REPO}/configs/", 1),
+                                    [tuple(v.split("=", 1)) for k, v in args if k == "--set"])
+                   for key, value in args if key == "--recipe"]
+        runs = run.plan(recipes, run.parse_seeds(options["--seeds"]), "/nonexistent/out")
+        run.check_filed(runs, summaries)

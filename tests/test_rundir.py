@@ -57,9 +57,9 @@ def test_a_config_filed_before_a_field_existed_ran_with_that_field_s_added_value
     for field in config_lib.ADDED_FIELDS:
         section, key = field.split(".")
         del old[section][key]
-    assert rundir.config_differences(old, new) == []
+    assert config_lib.config_differences(old, new) == []
     new["data"]["prior_rule"] = "uniform"
-    assert rundir.config_differences(old, new) == ["data.prior_rule: 'paper' -> 'uniform'"]
+    assert config_lib.config_differences(old, new) == ["data.prior_rule: 'paper' -> 'uniform'"]
 
 
 def test_data_meta_round_trip(tmp_path):

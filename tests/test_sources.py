@@ -56,6 +56,11 @@ def test_offline_download_failure_is_explained(monkeypatch, tmp_path):
     assert "config.data.dir or $GMDGM_DATA_DIR" in message and "\n" not in message
 
 
+# four tiny arrays as a loader returns them: train_x, train_y, test_x, test_y
+FOUR = (np.zeros((4, 2, 2), np.uint8), np.arange(4) % 2, np.zeros((2, 2, 2), np.uint8),
+        np.arange(2))
+
+
 def raising(exception):
     def load(*args, **kwargs):
         raise exception
@@ -84,6 +89,33 @@ def test_load_errors_name_the_cause(monkeypatch, exception, expected):
         data.load_raw(tfds_config(tfds_dir="/no/tfds"))
     assert expected in str(e.value) and "\n" not in str(e.value)
     assert e.value.__cause__ is exception
+
+
+@pytest.mark.parametrize("source, hint", [
+    ("mnist", "with no network, set config.data.dir or $GMDGM_DATA_DIR to a directory with"),
+    ("fashion_mnist", "with no network, set config.data.dir to a directory with the IDX"),
+    ("tfds:kmnist", "with no network, set config.data.tfds_dir to a TFDS data directory"),
+])
+def test_a_failed_download_names_what_the_source_reads_instead(monkeypatch, source, hint):
+    monkeypatch.setattr(tfds, "load", raising(tfds.download.DownloadError("HTTP code: 403.")))
+    with pytest.raises(data.DataError, match="could not be downloaded") as e:
+        data.load_raw(tfds_config(source=source, tfds_dir="/no/tfds"))
+    assert hint in str(e.value)
+
+
+def test_the_data_dir_variable_is_an_mnist_folder_read_for_mnist_alone(monkeypatch, tmp_path):
+    """Fashion-MNIST's IDX files have MNIST's names: reading $GMDGM_DATA_DIR for it would
+    train on digits labelled as clothes. An explicit data.tfds_dir wins over the variable."""
+    monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path))
+    read = []
+    monkeypatch.setattr(sources, "load_idx_dir", lambda d: read.append(("idx", d)) or FOUR)
+    monkeypatch.setattr(sources, "load_tfds", lambda name, *a, **k: read.append(
+        ("tfds", name)) or (FOUR, None))
+    for source, tfds_dir in (("mnist", ""), ("fashion_mnist", ""), ("mnist", "/t")):
+        sources.load_raw(tfds_config(source=source, tfds_dir=tfds_dir))
+    sources.load_raw(tfds_config(source="fashion_mnist", dir="/f"))
+    assert read == [("idx", str(tmp_path)), ("tfds", "fashion_mnist"), ("tfds", "mnist"),
+                    ("idx", "/f")]
 
 
 # ------------------------------------------------------------------ tfds:<name>, any dataset

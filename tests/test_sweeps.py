@@ -6,9 +6,12 @@ import datetime
 import json
 import os
 import shlex
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -337,6 +340,46 @@ def test_a_run_killed_while_being_extended_is_not_taken_for_finished(tmp_path, m
         assert trained == expected, training
 
 
+def test_a_recipe_changed_under_its_name_is_refused_before_anything_trains(tmp_path):
+    """A workdir (or, where it is gone, a filed summary) that ran another experiment than
+    the recipe now resolves to (an edited config file or override) would count as the
+    recipe's: refused in one line. The budget may change (an extension); bad overrides of
+    any run are refused before the first run trains."""
+    out, summaries = tmp_path / "out", tmp_path / "summaries"
+    recipe = run.Recipe.parse(f"gm={DIGITS}:smoke")
+    first, second = run.plan([recipe], [0, 1], str(out))
+    filed = run.resolved_config(first)
+    assert filed["seed"] == 0 and filed["train"]["epochs"] == load_config(
+        "digits_gmdgm", "smoke").train.epochs
+    summary = summaries / second.name                  # seed 1: filed from another machine
+    summary.mkdir(parents=True)
+    (summary / "metrics.json").write_text("{}")
+    (summary / "config.json").write_text(json.dumps(dict(run.resolved_config(second))))
+    os.makedirs(first.workdir)
+    (out / "runs" / first.name / "history.jsonl").write_text("")
+    edited = json.loads(json.dumps(filed))
+    edited["train"]["epochs"] += 5                     # a budget field: not another experiment
+    (out / "runs" / first.name / "config.json").write_text(json.dumps(edited))
+    run.check_filed([first, second], str(summaries))
+    edited["optimizer"]["learning_rate"] = 0.5
+    (out / "runs" / first.name / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(run.SweepError, match=r"gm_seed0: .* holds another experiment than the "
+                       r"recipe asks for \(optimizer.learning_rate: 0.5 -> 0.001\)"):
+        run.check_filed([first, second], str(summaries))
+    shutil.rmtree(out)                                 # gone: the filed summary decides
+    (summary / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(run.SweepError, match=r"gm_seed1: .*summaries/gm_seed1 holds another"):
+        run.check_filed([first, second], str(summaries))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gmdgm_tf.sweeps.run", f"--out={out}", f"--summaries={summaries}",
+         f"--recipe=gm={DIGITS}:smoke", "--recipe=typo=" + DIGITS + ":smoke,model.z_dm=3",
+         "--seeds=2"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: typo_seed0: unknown config field --config.model.z_dm (did you mean "
+        "--config.model.z_dim?)"]
+    assert not out.exists()                            # nothing trained
+
+
 def test_runner_record_keeps_every_attempt_even_one_killed_with_its_sweep(tmp_path,
                                                                           monkeypatch):
     """An attempt is recorded as running before it starts; one a killed sweep left running
@@ -368,6 +411,35 @@ def test_runner_record_keeps_every_attempt_even_one_killed_with_its_sweep(tmp_pa
     assert second["status"] == "exit code 3" and 0 <= second["seconds"] < 60
     assert record["wall_seconds"] == round(first["seconds"] + second["seconds"], 1)
     assert (record["recipe"], record["seed"]) == ("gm", 0)
+
+
+def test_ctrl_c_lets_the_run_checkpoint_and_stops_the_sweep(tmp_path):
+    """Ctrl-C reaches the sweep and its run alike (one process group). The run's own
+    handler checkpoints before it exits; the sweep must wait for that (subprocess.call
+    killed it after 0.25 s), record the attempt and stop before the next run."""
+    ready, done = tmp_path / "ready", tmp_path / "done"
+    child = ("import pathlib, signal, sys, time; got = []; "
+             "signal.signal(signal.SIGINT, lambda s, f: got.append(s)); "
+             f"pathlib.Path({str(ready)!r}).write_text('x')\n"
+             "while not got: time.sleep(0.02)\n"
+             f"time.sleep(1.0); pathlib.Path({str(done)!r}).write_text('x'); sys.exit(130)")
+    parent = (
+        "import sys\nfrom gmdgm_tf.sweeps import run\n"
+        f"runs = run.plan([run.Recipe.parse('gm={DIGITS}:smoke')], [0, 1], {str(tmp_path)!r})\n"
+        f"run.Run.command = lambda self: [sys.executable, '-c', {child!r}]\n"
+        "run.sweep(runs, 'unused')\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)                 # as a terminal's Ctrl-C
+    _, stderr = proc.communicate(timeout=60)
+    assert done.exists(), stderr[-2000:]               # the run finished its checkpoint
+    assert proc.returncode != 0 and "KeyboardInterrupt" in stderr
+    with open(tmp_path / "runs" / "gm_seed0" / filenames.RUNNER_RECORD, encoding="utf-8") as f:
+        assert json.load(f)["attempts"][-1]["status"] == "exit code 130"
+    assert not (tmp_path / "runs" / "gm_seed1").exists()   # the sweep stopped
 
 
 def test_commands_parse_as_the_train_entry_point_does(tmp_path, monkeypatch):

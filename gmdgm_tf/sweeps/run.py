@@ -21,9 +21,12 @@ builds the table from those folders alone. Rerunning the same command skips runs
 summary is filed and resumes interrupted ones from their checkpoints; a finished run
 asked for more epochs resumes and trains on, or, when its workdir is gone (filed from
 another machine), trains again from scratch: a filed summary counts only for the epochs
-it trained. The runner's record (runner.json) lists every attempt with its seconds, one
-killed with its sweep too (closed as "interrupted" when the run resumes), so wall_seconds
-is the whole run's. It reads the same on any machine: the config file relative to the
+it trained. A recipe whose config (file or overrides) now differs from what its workdir,
+or filed summary, ran is refused before any run trains (budget fields such as
+train.epochs aside); so is a bad override of any run. Ctrl-C stops the running run at its
+next checkpoint, as `gmdgm_tf.train` does, and the sweep with it. The runner's record
+(runner.json) lists every attempt with its seconds, one killed with its sweep too (closed
+as "interrupted" when the run resumes), so wall_seconds is the whole run's. It reads the same on any machine: the config file relative to the
 checkout (with its :ARG), the overrides as FIELD=VALUE and the `python -m gmdgm_tf.train`
 command they make (both without the MACHINE_ONLY fields), the git commit of the code
 (None outside a checkout; each attempt keeps its own), recipe, seed and a description of
@@ -42,6 +45,7 @@ import time
 from typing import Optional
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from gmdgm_tf import config as config_lib
 from gmdgm_tf import filenames, machine
@@ -207,6 +211,43 @@ def finished_epochs(folder):
     return read_json(os.path.join(folder, filenames.CONFIG), {}).get("train", {}).get("epochs")
 
 
+def resolved_config(run):
+    """The config `python -m gmdgm_tf.train` will run for `run`, its --config flags parsed
+    as train.py parses them -> config.json's dict; a bad override is a SweepError."""
+    argv = ["gmdgm_tf.train"] + [a for a in run.command() if a.startswith("--config")]
+    values = flags.FlagValues()
+    try:
+        config_lib.check_fields(config_lib.load(run.recipe.spec),
+                                [field for field, _ in run.recipe.overrides])
+        # sys_argv: config_flags defines the --config.FIELD flags it finds there
+        config_flags.DEFINE_config_file("config", None, "", flag_values=values,
+                                        lock_config=True, sys_argv=argv)
+        values(argv)
+        return json.loads(values.config.to_json())
+    except Exception as e:  # pylint: disable=broad-except  # flags.Error, a config file's own
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise SweepError(f"{run.name}: {lines[-1] if lines else type(e).__name__}") from e
+
+
+def check_filed(runs, summaries):
+    """Refuses (SweepError) the sweep when a run's workdir, or where it is gone its filed
+    summary, holds another experiment than its recipe now resolves to (an edited config
+    file or override under the same name): its epochs would count as this recipe's.
+    Budget fields (config.NOT_EXPERIMENT: train.epochs ...) may differ, as on a resume."""
+    for run in runs:
+        resolved = resolved_config(run)  # every run's overrides checked before any trains
+        gone = not os.path.exists(run.workdir)
+        folder = os.path.join(summaries, run.name) if gone else run.workdir
+        filed = read_json(os.path.join(folder, filenames.CONFIG))
+        trained = any(os.path.exists(os.path.join(folder, name))
+                      for name in (filenames.HISTORY, filenames.METRICS))
+        diffs = config_lib.config_differences(filed, resolved) if filed and trained else []
+        if diffs:
+            raise SweepError(f"{run.name}: {folder} holds another experiment than the recipe "
+                             f"asks for ({'; '.join(diffs)}); give the recipe a new name, or "
+                             "remove that folder")
+
+
 def without_machine_fields(config):
     """config.json's dict with its MACHINE_ONLY fields blanked (in place) -> it."""
     for field in config_lib.MACHINE_ONLY:
@@ -276,15 +317,29 @@ def _start_attempt(run):
 
 
 def train(run):
-    """Trains (or resumes) one run as a subprocess -> exit code; logs to its train.log."""
+    """Trains (or resumes) one run as a subprocess -> exit code; logs to its train.log.
+
+    Ctrl-C reaches the run too (it shares the sweep's process group): the run checkpoints
+    at its next step and exits (a second Ctrl-C stops it at once), so the sweep waits for
+    it, records the attempt, then raises KeyboardInterrupt to stop before the next run."""
     os.makedirs(run.workdir, exist_ok=True)
     record = _start_attempt(run)
-    t0 = time.time()
+    t0, interrupted = time.time(), False
     with open(os.path.join(run.workdir, filenames.TRAIN_LOG), "a", encoding="utf-8") as log:
-        code = subprocess.call(run.command(), stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(run.command(), stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                logging.warning("%s: interrupted; waiting for it to checkpoint and stop",
+                                run.name)
     record["attempts"][-1].update(seconds=round(time.time() - t0, 1),
                                   status="finished" if code == 0 else f"exit code {code}")
     _write_record(run, record)
+    if interrupted:
+        raise KeyboardInterrupt
     return code
 
 
@@ -340,10 +395,16 @@ def main(argv):
                 raise SweepError(f"--set {item!r} is not FIELD=VALUE")
             common.append((key, value))
         runs = plan([Recipe.parse(r, common) for r in f.recipe], parse_seeds(f.seeds), f.out)
+        check_filed(runs, f.summaries)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    statuses = sweep(runs, f.summaries)
+    try:
+        statuses = sweep(runs, f.summaries)
+    except KeyboardInterrupt:
+        print("stopped: interrupted, each run's checkpoint kept; rerun the same command to "
+              "resume", file=sys.stderr)
+        sys.exit(130)
     failed = {k: v for k, v in statuses.items() if v != "finished"}
     for name, status in failed.items():
         print(f"{name}: {status}; see {os.path.join(f.out, 'runs', name, 'train.log')}",
