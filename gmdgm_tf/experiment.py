@@ -221,10 +221,10 @@ def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
     loop, steps = fit(model, split, config, run, state, callbacks)
 
     history = run.history()
-    selected = len(history)
+    selected, chosen_by = len(history), "last"  # the epoch whose weights are evaluated
     if config.train.select == "best_validation" and run.exists(rundir.BEST_WEIGHTS):
         run.load_weights(model, rundir.BEST_WEIGHTS)
-        selected = loop.best_epoch
+        selected, chosen_by = loop.best_epoch, "best_validation"
     test_slots = model.predict_slots(split.x_test)
     metrics = evaluation.evaluate_protocols(
         split.y_val, model.predict_slots(split.x_val), split.y_test, test_slots,
@@ -240,7 +240,7 @@ def _train_and_write(config, run, fresh, model, split, strategy, callbacks):
     metrics["training"] = {
         "epochs_run": len(history), "epochs_asked": config.train.epochs,
         "steps_per_epoch": steps, "selected_epoch": selected,
-        "selection": config.train.select, "seconds": round(float(np.sum(seconds)) + others, 1),
+        "selection": chosen_by, "seconds": round(float(np.sum(seconds)) + others, 1),
         "seconds_per_epoch_median": round(float(np.median(seconds)), 2) if seconds else None,
         "strategy": distribute.describe(strategy),
         "replicas": strategy.num_replicas_in_sync,

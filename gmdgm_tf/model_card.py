@@ -35,7 +35,9 @@ def model_card(metadata):
                      f"{_pct(m.get('accuracy_unlabelled_classes'))} | {nmi} |")
     lines += [
         "", f"**Training.** {training.get('epochs_run', '?')} epochs, epoch "
-        f"{training.get('selected_epoch', '?')} selected on validation accuracy; "
+        f"{training.get('selected_epoch', '?')} " + (
+            "(the last)" if training.get("selection") == "last" else
+            "selected on validation accuracy") + "; "
         f"gmdgm_tf {metadata['package_version']}, TensorFlow {metadata['tensorflow_version']}.",
         "", "**Limits.** Inputs must look like the training images (same size, scale and "
         "polarity, e.g. white digit on black for MNIST); anything else still gets a class. "

@@ -27,8 +27,9 @@ before the model runs; a bad input is a one-line error and exit status 2.
 
 This file imports only TensorFlow, NumPy and absl (never gmdgm_tf's models or TensorFlow
 Probability), so it can be copied next to an export and run on a serving machine.
-TensorFlow is imported only once the input has passed the checks, so a bad input fails
-in well under a second.
+For a .npy on the local disk, TensorFlow is imported only once the input has passed the
+checks, so a bad array fails in well under a second (PNG and JPEG files are decoded by
+TensorFlow, so they pay its start-up first).
 """
 
 import csv
@@ -61,8 +62,11 @@ class _LocalFiles:
 
     @staticmethod
     def read(path):
-        with open(path, "rb") as f:
-            return f.read()
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:  # unreadable: permissions, a directory named x.png, ...
+            raise PredictError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 class _TFFiles:
@@ -71,7 +75,7 @@ class _TFFiles:
 
     def __init__(self):
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
-        self.gfile = tf.io.gfile
+        self.gfile, self.errors = tf.io.gfile, tf.errors
 
     def isdir(self, path):
         return self.gfile.isdir(path)
@@ -83,8 +87,11 @@ class _TFFiles:
         return self.gfile.listdir(path)
 
     def read(self, path):
-        with self.gfile.GFile(path, "rb") as f:
-            return f.read()
+        try:
+            with self.gfile.GFile(path, "rb") as f:
+                return f.read()
+        except self.errors.OpError as e:
+            raise PredictError(f"cannot read {path}: {e.message.splitlines()[0]}") from e
 
 
 def is_remote(path):
@@ -167,7 +174,8 @@ def read_images(path):
     fs = files(path)
     if fs.isdir(path):
         names = sorted(n.rstrip("/") for n in fs.listdir(path)
-                       if n.lower().endswith(IMAGE_EXTENSIONS))
+                       if n.lower().rstrip("/").endswith(IMAGE_EXTENSIONS)
+                       and fs.isfile(os.path.join(path, n.rstrip("/"))))  # no subfolders
         if not names:
             raise PredictError(f"directory {path} holds no .png, .jpg or .jpeg files")
         images = [read_image(os.path.join(path, n)) for n in names]
@@ -244,7 +252,14 @@ def predict(export_dir, images_path, batch_size=DEFAULT_BATCH):
     images = check_images(images, metadata, source=os.path.basename(images_path.rstrip("/")))
     ids = ids or [str(i) for i in range(len(images))]
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    module = tf.saved_model.load(export_dir)
+    try:
+        module = tf.saved_model.load(export_dir)
+    except (OSError, ValueError, tf.errors.OpError) as e:  # a damaged or partial SavedModel
+        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        first = next((line.strip() for line in message.splitlines() if line.strip()),
+                     type(e).__name__)
+        raise PredictError(f"cannot load the SavedModel in {export_dir} ({first[:200]}); "
+                           "export the run again") from e
     outputs = {k: [] for k in ("probs", "label", "slot", "slot_class")}
     try:  # at least one call, so that no images give empty outputs of the right shapes
         for start in range(0, max(len(images), 1), batch_size):

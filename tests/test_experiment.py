@@ -334,6 +334,13 @@ def test_a_resume_behind_a_lost_best_epoch_drops_its_best_weights(tmp_path, monk
     assert metrics["training"]["selected_epoch"] == 3             # the only one with weights
 
 
+def test_metrics_say_how_the_evaluated_epoch_was_selected(tmp_path):
+    metrics = experiment.train_and_evaluate(
+        tiny_digits(epochs=2, steps_per_epoch=2, select="last"), str(tmp_path))
+    assert (metrics["training"]["selection"], metrics["training"]["selected_epoch"]) == (
+        "last", 2)
+
+
 def test_a_checkpoint_at_an_epochs_last_step_is_refused_in_one_line(tmp_path):
     """This gmdgm_tf never saves one (the epoch's own checkpoint follows that step); an
     older one did, and resuming it would run an epoch with no steps."""

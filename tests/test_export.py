@@ -662,6 +662,22 @@ def test_predict_input_and_output_errors(run, tmp_path):
             predict.predict(run.export_dir, path)
     with pytest.raises(predict.PredictError, match="not a gmdgm_tf export"):
         predict.predict(str(tmp_path), str(tmp_path / "empty"))
+    (tmp_path / "empty" / "folder.png").mkdir()       # a folder is not an image
+    with pytest.raises(predict.PredictError, match="holds no .png, .jpg or .jpeg files"):
+        predict.predict(run.export_dir, str(tmp_path / "empty"))
+    with pytest.raises(predict.PredictError, match="cannot read .*folder.png: Is a directory"):
+        predict.read_image(str(tmp_path / "empty" / "folder.png"))
+    np.save(tmp_path / "x.npy", run.images_uint8)
+    for damage in ("saved_model.pb", "variables"):    # the metadata intact, the model not
+        broken = tmp_path / f"broken_{damage}"
+        shutil.copytree(run.export_dir, broken)
+        if damage == "variables":
+            shutil.rmtree(broken / damage)
+        else:
+            (broken / damage).write_bytes(b"garbage")
+        with pytest.raises(predict.PredictError,
+                           match=f"cannot load the SavedModel in {broken} .*export the run ag"):
+            predict.predict(str(broken), str(tmp_path / "x.npy"))
     with pytest.raises(predict.PredictError, match=r"\.json, \.jsonl or \.csv"):
         predict.check_output(str(tmp_path / "p.txt"))
 

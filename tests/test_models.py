@@ -415,3 +415,16 @@ def test_every_registered_model_builds_from_its_entry_and_is_named_from_it():
             "labelled_classes": [0], "image_shape": [2, 2], "num_slots": 3,
             "slot_map_protocol": "heldout", "package_version": "0", "tensorflow_version": "0"})
         assert card.startswith(f"# Model card: {spec.title} ({spec.reference}) on mnist")
+
+
+def test_the_model_card_says_how_the_epoch_was_selected():
+    from gmdgm_tf import model_card  # pylint: disable=import-outside-toplevel
+    metadata = {"model": "gmdgm", "dataset": "mnist", "class_names": ["a", "b"],
+                "labelled_classes": [0], "image_shape": [2, 2], "num_slots": 3,
+                "slot_map_protocol": "heldout", "package_version": "0",
+                "tensorflow_version": "0"}
+    for selection, selected, says in (("best_validation", 3, "epoch 3 selected on validation"),
+                                      ("last", 5, "epoch 5 (the last);")):
+        card = model_card.model_card(dict(metadata, training={
+            "epochs_run": 5, "selected_epoch": selected, "selection": selection}))
+        assert f"**Training.** 5 epochs, {says}" in card
