@@ -214,7 +214,6 @@ def test_without_a_the_auxiliary_bound_is_the_plain_models(name, plain):
             if w.shape != value.shape:  # first layers on [x, a]: a's rows are zero
                 value = np.concatenate([value, np.zeros((A,) + value.shape[1:])], 0)
             w.assign(value)
-    y = np.array([0, 5, 2, 3], np.int32)
     eps = np.random.RandomState(3).randn(B, K, Z).astype(np.float32)
     a, log_q_a = aux_model.draw_aux(x)
     log_p_a = aux_model.p_a_given_xyz(x, tf.eye(K), aux_model.q_z_given_xy(
