@@ -26,11 +26,11 @@ or filed summary, ran is refused before any run trains (budget fields such as
 train.epochs aside); so is a bad override of any run. Ctrl-C stops the running run at its
 next checkpoint, as `gmdgm_tf.train` does, and the sweep with it. The runner's record
 (runner.json) lists every attempt with its seconds, one killed with its sweep too (closed
-as "interrupted" when the run resumes), so wall_seconds is the whole run's. It reads the same on any machine: the config file relative to the
-checkout (with its :ARG), the overrides as FIELD=VALUE and the `python -m gmdgm_tf.train`
-command they make (both without the MACHINE_ONLY fields), the git commit of the code
-(None outside a checkout; each attempt keeps its own), recipe, seed and a description of
-the machine (no paths).
+as "interrupted" when the run resumes), so wall_seconds is the whole run's. It reads the
+same on any machine: the config file relative to the checkout (with its :ARG), the
+overrides as FIELD=VALUE and the `python -m gmdgm_tf.train` command they make (both
+without the MACHINE_ONLY fields), the git commit of the code (None outside a checkout;
+each attempt keeps its own), recipe, seed and a description of the machine (no paths).
 """
 
 import dataclasses
