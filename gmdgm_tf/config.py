@@ -225,6 +225,13 @@ def load(path: str, overrides=()) -> ml_collections.ConfigDict:
     return config
 
 
+def error_line(error) -> str:
+    """The last non-empty line of a config-loading error's message: config_flags embeds
+    whole tracebacks, whose last line names the mistake; the type's name when empty."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def check_fields(config, names):
     """Refuses (ConfigError) the first dotted name in `names` ('model.z_dim') that is not a
     field of config, naming the closest field: what `--config.FIELD=` overrides must be."""

@@ -45,12 +45,6 @@ def _fail(message):
     sys.exit(2)
 
 
-def _one_line(error):
-    """The last line of an error's message (config_flags embeds whole tracebacks)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
 def parse_flags(argv):
     """absl flag parsing, with config-file and config-field mistakes as one line (exit 2):
     the config file is loaded and every --config.FIELD checked (with the closest field
@@ -62,7 +56,7 @@ def parse_flags(argv):
         except config.ConfigError as e:
             _fail(e)
         except Exception as e:  # pylint: disable=broad-except  # a user's file may raise anything
-            _fail(f"cannot load config file {path}: {type(e).__name__}: {_one_line(e)}")
+            _fail(f"cannot load config file {path}: {type(e).__name__}: {config.error_line(e)}")
         try:
             config.check_fields(loaded, [a[len("--config."):].split("=", 1)[0]
                                          for a in argv[1:] if a.startswith("--config.")])
@@ -73,7 +67,7 @@ def parse_flags(argv):
         flags.FLAGS.config  # pylint: disable=pointless-statement  # load the file now
         return rest
     except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError) as e:
-        return _fail(_one_line(e))
+        return _fail(config.error_line(e))
 
 
 def main(argv):

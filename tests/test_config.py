@@ -241,3 +241,10 @@ def test_a_restart_moves_the_initialisation_seed_only():
     config.train.restart_index = 2
     assert config_lib.model_seed(config) == 3 + 2 * config_lib.RESTART_SEED_STRIDE
     assert config.seed == 3  # the split and batch order follow config.seed
+
+
+def test_error_line_is_the_last_non_empty_line_or_the_type():
+    traceback_like = ValueError("Traceback (most recent call last):\n  File 'x.py'\n"
+                                "KeyError: 'no field trian'\n  \n")
+    assert config_lib.error_line(traceback_like) == "KeyError: 'no field trian'"
+    assert config_lib.error_line(OSError()) == "OSError"

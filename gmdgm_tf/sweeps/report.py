@@ -34,6 +34,7 @@ from gmdgm_tf import filenames, plots
 from gmdgm_tf.sweeps.markdown import (PROTOCOL_NOTE, machine_line, replace_readme_block,
                                       summary_markdown, table_markdown)
 from gmdgm_tf.sweeps.records import ReportError, read_runs
+from gmdgm_tf.sweeps.run import write_text
 from gmdgm_tf.sweeps.tables import CSV_FIELDS, aggregate, best_runs, table_csv_rows
 
 
@@ -55,15 +56,6 @@ def write_figures(out, runs, recipes):
         if os.path.exists(samples):
             paths.append(shutil.copyfile(samples, os.path.join(out, f"samples_{name}.png")))
     return paths
-
-
-def write_text(path, text, newline=None):
-    """Writes text to path through a temporary file renamed over it, so an interrupted
-    report leaves the previous file whole, never half of a new one."""
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8", newline=newline) as f:
-        f.write(text)
-    os.replace(temporary, path)
 
 
 def write_report(summaries, out, recipes=None):

@@ -184,6 +184,15 @@ def read_json(path, default=None):
         return json.load(f)
 
 
+def write_text(path, text, newline=None):
+    """Writes text to path through a temporary file renamed over it, so an interrupted
+    write leaves the previous file whole, never half of a new one."""
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8", newline=newline) as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
 def asked_epochs(recipe):
     """The train.epochs a recipe asks for: its override, else its config file's."""
     overrides = dict(recipe.overrides)  # text values: train.epochs is the one read here
@@ -225,8 +234,7 @@ def resolved_config(run):
         values(argv)
         return json.loads(values.config.to_json())
     except Exception as e:  # pylint: disable=broad-except  # flags.Error, a config file's own
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise SweepError(f"{run.name}: {lines[-1] if lines else type(e).__name__}") from e
+        raise SweepError(f"{run.name}: {config_lib.error_line(e)}") from e
 
 
 def check_filed(runs, summaries):
@@ -290,10 +298,7 @@ def _write_record(run, record):
     record.update(run.portable())
     record["commit"] = record["attempts"][-1].get("commit")  # the last attempt's code
     record["machine"] = machine.describe()
-    path = os.path.join(run.workdir, filenames.RUNNER_RECORD)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_text(os.path.join(run.workdir, filenames.RUNNER_RECORD), json.dumps(record, indent=1))
 
 
 def _start_attempt(run):
