@@ -47,7 +47,8 @@ def assignment_matrix(labels, slots, num_classes, num_slots):
 def cluster_to_class_map(labels, slots, num_classes, num_slots, labelled_classes):
     """labels, slots: [n] ints (the split the map is read from) -> slot_map [num_slots]
     int: each labelled class's slot is that class; every other slot is named by the
-    majority class of its points, UNMAPPED (-1) if it has none."""
+    majority class of its points (a tie goes to the lowest class index), UNMAPPED (-1)
+    if it has none."""
     counts = assignment_matrix(labels, slots, num_classes, num_slots)
     slot_map = np.where(counts.sum(0) > 0, counts.argmax(0), UNMAPPED)
     for c in labelled_classes:

@@ -235,6 +235,7 @@ def test_auxiliary_prediction_averages_fixed_draws_and_ignores_the_batch(name):
         probs = np.mean([np.exp(log_softmax(mlp(model.classifier, inference_input(
             x64[b], loc + scale * e)))) for e in np.asarray(model.aux_predict_eps)], axis=0)
         np.testing.assert_allclose(model(x)[b], probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.exp(model.slot_logits(x)).sum(-1), 1.0, rtol=1e-5)
     # the same image, alone or in another batch, gets the same prediction
     np.testing.assert_allclose(model.slot_logits(x[2:3]), model.slot_logits(x)[2:3], atol=1e-5)
     np.testing.assert_allclose(model.slot_logits(x[::-1])[::-1], model.slot_logits(x),
@@ -284,11 +285,39 @@ def test_loss_equals_the_naive_sum_of_bounds_alpha_term_and_weight_prior(name):
     np.testing.assert_allclose(loss.numpy(), reference.loss_naive(model, x[:2], y, x).numpy(),
                                rtol=1e-5)
     kernels = [w.numpy() for w in model.trainable_weights if w.name.startswith("kernel")]
-    # classifier 3, encoder 3 (W_x, W_y, hidden), head 1, decoder 3 (M2: 2 + its head's 1)
+    # classifier 3, encoder 3 (W_x, W_y, hidden), head 1, decoder 3 (M2: 4, W_x and W_y)
     # and the auxiliary models' q(a|x) 3, p(a|.) 3 (AM2: 4, W_x on x too) + its head's 1
     assert len(kernels) == {"gmdgm": 10, "m2": 11, "agmdgm": 17, "am2": 19}[name]
     np.testing.assert_allclose(terms["weight_prior"].numpy(),
                                0.5 * sum((k ** 2).sum() for k in kernels) / 1000, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", AUXILIARY)
+def test_the_step_draws_a_once_and_every_term_uses_that_draw(name):
+    """The classifier term, L(x_l, y_l) and U(x_u) all read the step's one draw of a: each
+    term recomputed at the recorded draw matches, which a second draw would break."""
+    model, x = tiny_model(name)
+    fixed_noise(model)                      # z at its mean, no binarisation noise
+    base_draw, draws = type(model).draw_aux, []
+    rng = np.random.RandomState(8)
+
+    def recorded_draw(xx, eps=None):        # a new, non-zero noise at every call
+        draws.append(base_draw(model, xx, rng.randn(xx.shape[0], A).astype(np.float32)))
+        return draws[-1]
+    model.draw_aux = recorded_draw
+    y = np.array([0, 1], np.int32)
+    _, terms = model.compute_losses(x[:2], y, x)
+    assert len(draws) == 1
+    a, log_q_a = draws[0]
+    aux_l, aux_u = (a[:2], log_q_a[:2]), (a[2:], log_q_a[2:])
+    log_q_y = tf.nn.log_softmax(model.q_y_logits(x[:2], aux_l[0])).numpy()
+    np.testing.assert_allclose(terms["log_q_y_labelled"], log_q_y[[0, 1], y].mean(), rtol=1e-5)
+    np.testing.assert_allclose(terms["elbo_labelled"],
+                               np.mean(model.elbo_labelled(x[:2], y, aux=aux_l)), rtol=1e-5)
+    np.testing.assert_allclose(terms["elbo_unlabelled"],
+                               np.mean(model.elbo_unlabelled(x, aux=aux_u)), rtol=1e-5)
+    with pytest.raises(ValueError, match="draw of a"):  # a q_y from another draw is refused
+        model.elbo_unlabelled(x, q_y=model.q_y_given_x(x))
 
 
 @pytest.mark.parametrize("name", registry.NAMES)
@@ -298,12 +327,13 @@ def test_unsupervised_step_has_no_labelled_terms(name):
     assert "elbo_labelled" not in terms and np.isfinite(terms["loss"].numpy())
 
 
-def test_mixed_bfloat16_keeps_bounds_float32_and_close():
-    fp32, x = tiny_model("gmdgm")
-    bf16, _ = tiny_model("gmdgm", precision="mixed_bfloat16")
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_mixed_bfloat16_keeps_bounds_float32_and_close(name):
+    fp32, x = tiny_model(name)
+    bf16, _ = tiny_model(name, precision="mixed_bfloat16")
     bf16.set_weights(fp32.get_weights())
-    eps = np.zeros((B, K, Z), np.float32)
-    a, b = fp32.elbo_unlabelled(x, eps=eps), bf16.elbo_unlabelled(x, eps=eps)
+    eps, eps_a = np.zeros((B, K, Z), np.float32), np.ones((B, A), np.float32)
+    a, b = (m.elbo_unlabelled(x, eps=eps, aux=m.draw_aux(x, eps=eps_a)) for m in (fp32, bf16))
     assert b.dtype == tf.float32 and bf16.classifier.hidden[0].kernel.dtype == "float32"
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-2)
 
@@ -351,6 +381,11 @@ def test_vectorised_bound_equals_naive_slot_loop(name):
     np.testing.assert_allclose(model.elbo_unlabelled(x, eps=eps).numpy(),
                                reference.elbo_unlabelled_naive(model, x, eps).numpy(),
                                rtol=1e-5, atol=1e-4)
+    head = model.classifier.head.kernel                  # q(y|x) one-hot: 0 log 0 terms
+    head.assign(head * 1e5)
+    fast, naive = model.elbo_unlabelled(x, eps=eps), reference.elbo_unlabelled_naive(model, x, eps)
+    assert np.isfinite(naive.numpy()).all()
+    np.testing.assert_allclose(fast.numpy(), naive.numpy(), rtol=1e-5, atol=1e-4)
 
 
 def test_fast_log_likelihood_equals_tfp_log_prob():

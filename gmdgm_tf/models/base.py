@@ -31,6 +31,7 @@ with one slot per example or with all slots at once ([batch, num_slots], no Pyth
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -135,7 +136,7 @@ class DeepGenerativeModel(keras.Model):
     def slot_logits(self, x):
         """x: [batch, dim] -> the prediction's log q(y|x) (up to a constant), [batch,
         num_slots] float32; auxiliary models: the log of q(y|a,x)'s softmax averaged over
-        the fixed draws of a (aux_predict_eps)."""
+        the fixed draws of a (aux_predict_eps), normalised."""
         if not self.aux_dim:
             return self.q_y_logits(x)
         q_a = self.q_a_given_x(x)
@@ -143,7 +144,7 @@ class DeepGenerativeModel(keras.Model):
         a = q_a.mean()[None] + q_a.stddev()[None] * eps                    # [P, B, A]
         x = tf.broadcast_to(x[None], tf.concat([[eps.shape[0]], tf.shape(x)], 0))  # [P,B,dim]
         log_probs = tf.nn.log_softmax(self.q_y_logits(x, a))               # [P, B, S]
-        return tf.reduce_logsumexp(log_probs, axis=0)
+        return tf.reduce_logsumexp(log_probs, axis=0) - math.log(eps.shape[0])  # log mean
 
     def q_y_given_x(self, x):
         """x: [batch, dim] -> the prediction's Categorical (`slot_logits`), batch [batch]."""
@@ -264,7 +265,10 @@ class DeepGenerativeModel(keras.Model):
         """x: [batch, dim] -> U(x) [batch], summing L(x, y) over all slots exactly.
 
         q_y: the Categorical q(y|x) (auxiliary models: q(y|a,x) at aux's draw), computed
-        here when not given; aux: as `elbo`'s, drawn here when an auxiliary model gets none."""
+        here when not given; aux: as `elbo`'s, drawn here when an auxiliary model gets none
+        (then q_y, computed at another draw, cannot be given)."""
+        if q_y is not None and aux is None and self.aux_dim:
+            raise ValueError("an auxiliary model's q_y needs the draw of a it was computed at")
         aux = self.draw_aux(x) if aux is None else aux
         if q_y is None:
             q_y = tfd.Categorical(logits=self.q_y_logits(x, None if aux is None else aux[0]))
@@ -328,6 +332,7 @@ class DeepGenerativeModel(keras.Model):
             q_y_l = tfd.Categorical(logits=logits_l)
             terms["elbo_labelled"] = ops.mean(self.elbo_labelled(x_l, y_l, aux=aux_l))
             terms["log_q_y_labelled"] = ops.mean(q_y_l.log_prob(y_l))
+            # a training metric: auxiliary models' at the step's one draw of a, not averaged
             terms["labelled_accuracy"] = ops.mean(ops.cast(
                 ops.cast(ops.argmax(logits_l, -1), "int32") == ops.cast(y_l, "int32"),
                 "float32"))

@@ -86,7 +86,8 @@ class SlotConditionedMLP(keras.layers.Layer):
         self._seed = seed
 
     def build(self, x_shape, y_onehot_shape=None, shared_shape=None):
-        # The y-part of the first kernel; Glorot scale of the full [d_in + slots, h] kernel.
+        # The y-part of the first kernel: an untruncated normal at the Glorot scale of the
+        # full [d_in + slots, h] kernel (first_x's own initialiser sees d_in alone).
         fan_in = x_shape[-1] + self.num_slots
         self.first_y = self.add_weight(
             shape=(self.num_slots, self.first_units), name="kernel_y",

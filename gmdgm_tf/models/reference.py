@@ -19,7 +19,7 @@ def elbo_unlabelled_naive(model, x, eps=None, aux=None):
         eps_k = None if eps is None else eps[:, k:k + 1]
         per_slot.append(model.elbo(x, y_k, eps_k, aux)[:, 0])   # [batch]
     elbo = tf.stack(per_slot, axis=-1)                          # [batch, num_slots]
-    entropy = -tf.reduce_sum(q_y * tf.math.log(q_y), -1)
+    entropy = -tf.reduce_sum(tf.math.multiply_no_nan(tf.math.log(q_y), q_y), -1)  # 0 log 0 = 0
     return tf.reduce_sum(q_y * elbo, -1) + entropy
 
 
