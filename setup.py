@@ -10,8 +10,9 @@ setuptools.setup(
         "Reference TensorFlow 2 implementation of semi-unsupervised learning "
         "with deep generative models (GM-DGM, M2, AGM-DGM, AM2)."
     ),
-    # The repository on GitHub: the Colab notebooks clone it and the README's badges link
-    # to it; tests/test_notebooks.py checks that they all name this URL.
+    # The repository on GitHub: the Colab notebooks clone it and their badges (in the
+    # notebooks and docs/scaling.md) link to it; tests/test_notebooks.py checks that they
+    # all name this URL.
     url="https://github.com/gmdgm-tf/gmdgm_tf",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

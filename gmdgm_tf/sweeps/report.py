@@ -12,6 +12,8 @@ comma-separated list of directories (a probe's runs beside Table 1's). Writes in
                           to the paper's numbers; NMI, ARI, epochs, seconds; a per-run table
                           (runs of the other regimes, unsupervised or semi-supervised: next
                           to their published numbers instead, sweeps/regimes.py)
+  table1_summary.md       the compact table (recipe x protocol, mean (SD)) that --readme
+                          copies into the README's block
   all_runs.json           every run's metrics and records, plus the table rows
   figure2.png             best run per recipe by VALIDATION accuracy: confusion (top) and
                           class x slot assignment (bottom) matrices, heldout protocol
