@@ -72,6 +72,23 @@ def test_nmi_ari_perfect_clustering_is_one_whatever_slot_names():
     assert report["ari"] == pytest.approx(1.0)
 
 
+def test_nmi_ari_score_the_slots_not_the_classes_they_are_named():
+    """Two slots for class 0: the named predictions are perfect, the clustering is not.
+    By hand: NMI = 2 I / (H(labels) + H(slots)) = 2 ln2 / (ln2 + 1.5 ln2) = 0.8; ARI =
+    (1 - 2 * 1 / 6) / ((2 + 1) / 2 - 2 * 1 / 6) = 4 / 7 (pair counts: within cells 1,
+    within classes 2, within slots 1, of 6 pairs)."""
+    report = evaluation.accuracy_report([0, 0, 1, 1], [2, 3, 4, 4],
+                                        np.array([-1, -1, 0, 0, 1]), (), 2)
+    assert report["accuracy"] == 1.0
+    assert report["nmi"] == pytest.approx(0.8)
+    assert report["ari"] == pytest.approx(4 / 7)
+
+
+def test_a_tied_slot_is_named_after_the_lowest_class():
+    slot_map = evaluation.cluster_to_class_map([2, 1, 0], [1, 1, 0], 3, 2, labelled_classes=())
+    np.testing.assert_array_equal(slot_map, [0, 1])
+
+
 def test_paper_selection_logs_map_on_the_test_split_and_its_first_1000_images():
     rng = np.random.default_rng(0)
     n = evaluation.PAPER_SELECTION_IMAGES + 500

@@ -121,28 +121,40 @@ def log_softmax(a):
     return a - np.log(np.exp(a).sum())
 
 
+def reference_q_z(model, x, a, y):
+    """q(z|(a,)x,y)'s (loc, scale) for ONE example and the one-hot y, by hand."""
+    out = mlp(model.z_head, slot_mlp(model.z_encoder, inference_input(x, a), y))
+    return gaussian_head(out)
+
+
+def reference_p_z(model, name, k):
+    """p(z|y=k)'s (loc, scale): the learnt slot (GM priors), else N(0, I)."""
+    if name in GM_PRIOR:
+        return model.prior_loc.numpy()[k], np.exp(0.5 * model.prior_log_var.numpy()[k])
+    return np.zeros(Z), np.ones(Z)
+
+
+def reference_decoder(model, name, z, y):
+    """p(x|z) (GM priors) or p(x|y,z)'s logits for ONE z and the one-hot y, by hand."""
+    if name in GM_PRIOR:
+        return mlp(model.decoder, z)
+    return mlp(model.decoder_head, slot_mlp(model.decoder, z, y))
+
+
 def reference_elbo(model, name, x, k, eps, likelihood, aux=None):
     """L(x, y=k) for ONE example and ONE slot, written out by hand in float64.
     aux: (a, log q(a|x)) of `reference_aux` for the auxiliary models."""
     y = np.eye(K)[k]
     a = None if aux is None else aux[0]
-    out = model.z_head.head.kernel.numpy().T @ slot_mlp(model.z_encoder,
-                                                        inference_input(x, a), y) \
-        + model.z_head.head.bias.numpy()
-    loc, scale = out[:Z], np.log1p(np.exp(out[Z:])) + 1e-4
+    loc, scale = reference_q_z(model, x, a, y)
     z = loc + scale * eps
     aux_terms = 0.0
     if name in AUXILIARY:  # + log p(a|y,z) (AGM-DGM) or p(a|x,y,z) (AM2) - log q(a|x)
         shared = x if name == "am2" else None
         p_a = gaussian_head(mlp(model.a_head, slot_mlp(model.a_decoder, z, y, shared)))
         aux_terms = log_normal(a, *p_a) - aux[1]
-    if name in GM_PRIOR:
-        logits = mlp(model.decoder, z)
-        p_loc = model.prior_loc.numpy()[k]
-        p_scale = np.exp(0.5 * model.prior_log_var.numpy()[k])
-    else:
-        logits = mlp(model.decoder_head, slot_mlp(model.decoder, z, y))
-        p_loc, p_scale = np.zeros(Z), np.ones(Z)
+    logits = reference_decoder(model, name, z, y)
+    p_loc, p_scale = reference_p_z(model, name, k)
     if likelihood == "bernoulli":
         log_px = np.sum(x * -np.log1p(np.exp(-logits)) + (1 - x) * -np.log1p(np.exp(logits)))
     else:
@@ -151,6 +163,14 @@ def reference_elbo(model, name, x, k, eps, likelihood, aux=None):
     kl = np.sum(np.log(p_scale / scale) + (scale ** 2 + (loc - p_loc) ** 2)
                 / (2 * p_scale ** 2) - 0.5)
     return log_px - kl + np.log(PRIOR[k]) + aux_terms
+
+
+def randomise(model, seed):
+    """Every trainable weight (kernels, biases, the prior's means and log-variances, the
+    pixel scale) to random values: fresh zeros would hide a mistake that multiplies them."""
+    rng = np.random.RandomState(seed)
+    for w in model.trainable_weights:
+        w.assign(0.4 * rng.randn(*w.shape).astype(np.float32))
 
 
 def aux_draws(model, x, seed):
@@ -168,6 +188,7 @@ def aux_draws(model, x, seed):
                          + [("gmdgm", "gaussian"), ("m2", "gaussian"), ("am2", "gaussian")])
 def test_unlabelled_bound_matches_slow_per_slot_reference(name, likelihood):
     model, x = tiny_model(name, likelihood)
+    randomise(model, seed=11)
     x = np.round(x).astype(np.float32) if likelihood == "bernoulli" else x
     eps = np.random.RandomState(2).randn(B, K, Z).astype(np.float32)
     aux, by_hand = aux_draws(model, x, seed=6)
@@ -186,6 +207,7 @@ def test_unlabelled_bound_matches_slow_per_slot_reference(name, likelihood):
 @pytest.mark.parametrize("name", registry.NAMES)
 def test_labelled_bound_matches_reference(name):
     model, x = tiny_model(name)
+    randomise(model, seed=12)
     x = np.round(x).astype(np.float32)
     y = np.array([0, 5, 2, 3], np.int32)
     eps = np.random.RandomState(3).randn(B, 1, Z).astype(np.float32)
@@ -195,6 +217,32 @@ def test_labelled_bound_matches_reference(name):
         expected = reference_elbo(model, name, x[b].astype(np.float64), y[b],
                                   eps[b, 0].astype(np.float64), "bernoulli", by_hand[b])
         np.testing.assert_allclose(fast[b], expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_embed_reconstruct_and_sample_match_the_networks_by_hand(name):
+    """What export serves: q(z|x,y) at the predicted slot (a at q(a|x)'s mean), the
+    decoder's mean there, and samples decoded from p(z|y) with the seed's noise."""
+    model, x = tiny_model(name)
+    randomise(model, seed=13)
+    embedding, recon = model.embed(x), model.reconstruct(x).numpy()
+    slot = embedding["slot"].numpy()
+    np.testing.assert_array_equal(slot, np.argmax(model(x), -1))
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # pylint: disable=unnecessary-lambda-assignment
+    for b in range(B):
+        x64, y = x[b].astype(np.float64), np.eye(K)[slot[b]]
+        a = gaussian_head(mlp(model.a_encoder, x64))[0] if name in AUXILIARY else None
+        loc, scale = reference_q_z(model, x64, a, y)
+        np.testing.assert_allclose(embedding["z_mean"][b], loc, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(embedding["z_scale"][b], scale, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(recon[b], sigmoid(reference_decoder(model, name, loc, y)),
+                                   rtol=1e-4, atol=1e-5)
+    k, seed = 2, (3, 4)
+    eps = tf.random.stateless_normal((1, 5, Z), seed=seed).numpy()[0].astype(np.float64)
+    p_loc, p_scale = reference_p_z(model, name, k)
+    expected = [sigmoid(reference_decoder(model, name, p_loc + p_scale * e, np.eye(K)[k]))
+                for e in eps]
+    np.testing.assert_allclose(model.sample(k, 5, seed=seed), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,plain", [("agmdgm", "gmdgm"), ("am2", "m2")])

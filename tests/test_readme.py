@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from gmdgm_tf.sweeps import markdown, records, tables
+from gmdgm_tf.sweeps import markdown, records, report
 from conftest import REPO
 
 # README block name -> the results folder its table is written from
@@ -39,8 +39,10 @@ def test_readme_table_equals_the_committed_table_and_its_runs(name):
         committed = f.read().strip("\n")
     assert readme_block(name) == committed, f"copy {folder}/table1_summary.md into README"
     recipes, runs = records.read_runs(runs_dir)
-    fresh = markdown.summary_markdown(tables.aggregate(runs, recipes)).strip("\n")
-    assert committed == fresh, "rerun gmdgm_tf.sweeps.report: the table is stale"
+    _, texts = report.report_texts(runs, recipes, folder)
+    for file_name, fresh in texts.items():  # table1_summary.md, table1.md, .csv, all_runs.json
+        with open(os.path.join(folder, file_name), encoding="utf-8", newline="") as f:
+            assert f.read() == fresh, f"rerun gmdgm_tf.sweeps.report: {folder}/{file_name} is stale"
 
 
 def test_readme_prose_quotes_only_figures_its_tables_hold():

@@ -60,26 +60,36 @@ def write_figures(out, runs, recipes):
     return paths
 
 
-def write_report(summaries, out, recipes=None):
-    """Reads the summaries and writes every file into out -> {"rows", "runs", "paths"}."""
-    recipes, runs = read_runs(summaries, recipes)
+def report_texts(runs, recipes, out):
+    """The report's text files for runs (as read_runs gives them) written into out ->
+    (the table rows, {file name: its text}); all_runs.json names each summary relative
+    to out."""
     rows = aggregate(runs, recipes)
     machine_text = machine_line(runs)
-    os.makedirs(out, exist_ok=True)
-    paths = [os.path.join(out, name) for name in ("table1.md", "table1.csv", "all_runs.json",
-                                                   "table1_summary.md")]
-    write_text(paths[0], table_markdown(rows, runs, machine_text))
-    write_text(paths[3], summary_markdown(rows))
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
     writer.writeheader()
     writer.writerows(table_csv_rows(rows))
-    write_text(paths[1], table.getvalue(), newline="")
     records = [dict({k: v for k, v in r.items() if k not in ("history", "folder", "data_meta")},
                     summary=os.path.relpath(r["folder"], out)) for r in runs]
-    write_text(paths[2], json.dumps({
-        "machine": machine_text, "sd": "sample standard deviation, ddof=1",
-        "protocols": PROTOCOL_NOTE, "table": rows, "runs": records}, indent=1))
+    return rows, {
+        "table1.md": table_markdown(rows, runs, machine_text),
+        "table1.csv": table.getvalue(),
+        "all_runs.json": json.dumps({
+            "machine": machine_text, "sd": "sample standard deviation, ddof=1",
+            "protocols": PROTOCOL_NOTE, "table": rows, "runs": records}, indent=1),
+        "table1_summary.md": summary_markdown(rows)}
+
+
+def write_report(summaries, out, recipes=None):
+    """Reads the summaries and writes every file into out -> {"rows", "runs", "paths"}."""
+    recipes, runs = read_runs(summaries, recipes)
+    rows, texts = report_texts(runs, recipes, out)
+    os.makedirs(out, exist_ok=True)
+    paths = []
+    for name, text in texts.items():
+        paths.append(os.path.join(out, name))
+        write_text(paths[-1], text, newline="")  # as written: the CSV's own \r\n endings
     paths += write_figures(out, runs, recipes)
     return {"rows": rows, "runs": runs, "paths": paths}
 
