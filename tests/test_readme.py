@@ -66,6 +66,21 @@ def test_readme_prose_quotes_only_figures_its_tables_hold():
     assert not stale, f"README prose quotes figures no table shows: {stale}"
 
 
+def test_readme_train_step_figures_are_the_committed_benchmark():
+    """The Performance section's ms per step and fraction of the GEMM peak are the AVX2
+    benchmark's GM-DGM float32 row: rerunning the benchmark without the README fails."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Performance", 1)[1].split("\n## ", 1)[0]
+    quoted = re.search(r"takes (\d+) ms, (\d+) % of the float32 GEMM peak", " ".join(section.split()))
+    assert quoted, "the README's Performance section no longer quotes the train step"
+    with open(os.path.join(REPO, "benchmarks", "results", "avx2", "train_step.json"),
+              encoding="utf-8") as f:
+        row = next(r for r in json.load(f)["results"] if (r["model"], r["precision"], r["mode"],
+                   r["variant"]) == ("gmdgm", "float32", "graph", "vectorised"))
+    assert (int(quoted[1]), int(quoted[2])) == (round(row["ms_per_step"]),
+                                                round(100 * row["fraction_of_peak"]))
+
+
 def test_readme_block_replacement_keeps_the_rest():
     text = f"intro\n{markdown.README_BEGIN}\nold\n{markdown.README_END}\noutro\n"
     new = markdown.replace_readme_block(text, "| new |\n")
