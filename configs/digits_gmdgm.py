@@ -2,10 +2,11 @@ r"""GM-DGM on scikit-learn's 8x8 digits: the offline default, about 5.5 minutes 
 
 The paper's split scaled down: digits 0,1,2,8,9 with 10 labels each, 3-7 unlabelled.
 1797 images: 400 test, 300 validation. The MNIST fast recipe's shared settings (Adam at
-1e-3, 10 + 25 slots, a uniform p(y); `config.fast_recipe`), a tenfold lower rate from
+1e-3, 10 + 25 slots, a uniform p(y); `config.fast_recipe`), a tenfold lower rate after
 epoch 100, a classifier weight alpha of 10, and the best of 3 initialisations chosen on
 validation accuracy at epoch 100 of the 300 -- all chosen on the validation split, never
-the test split (results/digits/recipe.md).
+the test split (results/digits/recipe.md). Sized for 64-pixel images: MLPs 2 x 256, z 32,
+batches of 50 labelled + 50 unlabelled, all 64 pixels kept.
 
   python -m gmdgm_tf.train --config=configs/digits_gmdgm.py --workdir=runs/digits
 """
