@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configs and the team's MNIST copy (skipped when absent)."""
 
+import json
 import os
 import re
 
@@ -67,3 +68,10 @@ _ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'=(\[`])(/[\w.-]+/[^\s"'`)\],]*)""")
 def absolute_paths(text):
     """-> the absolute paths in text (a run record, a report...)."""
     return _ABSOLUTE_PATH.findall(text)
+
+
+def report_summaries(folder):
+    """A committed report folder -> the summary folders its all_runs.json names (each stored
+    relative to the report), as absolute paths in the file's order."""
+    with open(os.path.join(folder, "all_runs.json"), encoding="utf-8") as f:
+        return [os.path.normpath(os.path.join(folder, r["summary"])) for r in json.load(f)["runs"]]

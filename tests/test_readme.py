@@ -16,7 +16,7 @@ import re
 import pytest
 
 from gmdgm_tf.sweeps import markdown, records
-from conftest import REPO
+from conftest import REPO, report_summaries
 
 # README block name -> the results folder its table is written from
 BLOCKS = {"table1": "table1", "digits": "digits", "regimes": "regimes"}
@@ -42,8 +42,7 @@ def test_readme_table_equals_the_committed_table_and_its_runs(name):
     assert readme_block(name) == committed, f"copy {folder}/table1_summary.md into README"
     # ... written from runs/ and nothing else (that each committed report equals its
     # regeneration from the summaries it names is tests/test_results.py's check)
-    with open(os.path.join(folder, "all_runs.json"), encoding="utf-8") as f:
-        named = {os.path.normpath(os.path.join(folder, r["summary"])) for r in json.load(f)["runs"]}
+    named = set(report_summaries(folder))
     filed = {os.path.dirname(p) for p in glob.glob(os.path.join(runs_dir, "*", "metrics.json"))}
     assert named == filed, f"rerun gmdgm_tf.sweeps.report --summaries={runs_dir}"
 
@@ -104,7 +103,6 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_digits_numbers_are_runs_of_the_current_default_config():
     """The README quotes the digits runs as the main job's numbers: they must be runs of
     configs/digits_gmdgm.py as it is now (a changed default needs new runs)."""
-    import json  # pylint: disable=import-outside-toplevel
     from gmdgm_tf import config  # pylint: disable=import-outside-toplevel
     from conftest import load_config  # pylint: disable=import-outside-toplevel
     runs_dir = os.path.join(REPO, "results", "digits", "runs")

@@ -3,13 +3,12 @@ and every committed report (a folder with all_runs.json) is what `gmdgm_tf.sweep
 writes from the summaries it names, each of which is still where it says."""
 
 import glob
-import json
 import os
 
 import pytest
 
 from gmdgm_tf.sweeps import records, report
-from conftest import REPO, absolute_paths
+from conftest import REPO, absolute_paths, report_summaries
 
 RESULTS = ("results", os.path.join("benchmarks", "results"))
 BINARY = (".png", ".h5", ".npz", ".npy")
@@ -60,9 +59,7 @@ def test_every_committed_report_is_its_summaries_regenerated(folder):
     rerunning the report leaves its files stale. Rerun the command in the folder's
     recipe.md (`python -m gmdgm_tf.sweeps.report --summaries=... --out=FOLDER`)."""
     out = os.path.join(REPO, folder)
-    with open(os.path.join(out, "all_runs.json"), encoding="utf-8") as f:
-        committed = json.load(f)
-    named = [os.path.normpath(os.path.join(out, r["summary"])) for r in committed["runs"]]
+    named = report_summaries(out)
     gone = [os.path.relpath(p, REPO) for p in named if not os.path.isdir(p)]
     assert not gone, f"{folder}/all_runs.json names summaries that are gone: {gone[:3]}"
     summaries = sorted({os.path.dirname(p) for p in named})
