@@ -187,7 +187,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """logs['seconds']: the epoch's training time (before validation)."""
+    """logs['seconds']: the epoch's wall-clock training time (before validation) in this
+    process. An epoch resumed mid-way counts from the resume, and time a paused process
+    spends stopped counts, so summaries quote the median over epochs."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.time()  # pylint: disable=attribute-defined-outside-init
