@@ -4,9 +4,10 @@ All 50,000 training images outside the validation split are unlabelled; the 10,0
 validation images are held out for the slot map and model selection. 10 + 20 slots with a
 uniform p(y), the count chosen on validation by the slot probe (results/regimes/recipe.md).
 GM-DGM's fast recipe (config.gmdgm_fast_recipe: Adam at 1e-3, the best of 3 initialisations
-by validation accuracy at epoch 5) at a constant rate for 100 epochs, the budget rule's
-starting point in recipe.md. Accuracy: the heldout protocol (slots named on validation,
-scored on test), with NMI and ARI beside it. The later paper reports 96.3 +- 0.9 % on MNIST.
+by validation accuracy at epoch 5) at a constant rate for 100 epochs (still rising there;
+recipe.md says why the runs stop). Accuracy: the heldout protocol (slots named on
+validation, scored on test), with NMI and ARI beside it. The later paper reports
+96.3 +- 0.9 % on MNIST.
 
   python -m gmdgm_tf.train --config=configs/mnist_gmdgm_unsup.py \
       --workdir=runs/gmdgm_unsup --config.data.dir=/path/to/mnist
