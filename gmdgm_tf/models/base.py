@@ -116,6 +116,9 @@ class DeepGenerativeModel(keras.Model):
                 shape=eps.shape, initializer=keras.initializers.Constant(eps),
                 dtype="float32", trainable=False, name="aux_predict_eps")
         if likelihood == "gaussian":
+            # Each pixel's scale is softplus(this weight) + 1e-3 (see _likelihood), not its
+            # exp, whatever its name says; the name stays so that saved weights,
+            # checkpoints and exports made so far still load.
             self.pixel_log_scale = self.add_weight(shape=(self.dim,), initializer="zeros",
                                                    name="pixel_log_scale")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
