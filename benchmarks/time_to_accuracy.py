@@ -1,7 +1,7 @@
 r"""Wall-clock minutes to a heldout accuracy: one training run, measured epoch by epoch.
 
   python benchmarks/time_to_accuracy.py --config=configs/mnist_gmdgm_fast.py \
-      --workdir=runs/tta_fast_s0 --minutes=30 --config.data.dir=../shared/data/mnist \
+      --workdir=runs/tta_fast_s0 --minutes=30 --config.data.dir=/path/to/mnist \
       [--config.seed=1] [--target=0.9]
 
 Trains with the training command's own code (experiment.train_and_evaluate) under a

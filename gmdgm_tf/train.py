@@ -2,7 +2,7 @@ r"""Trains and evaluates one experiment.
 
   python -m gmdgm_tf.train --config=configs/digits_gmdgm.py --workdir=runs/digits
   python -m gmdgm_tf.train --config=configs/mnist_gmdgm.py --workdir=runs/mnist \
-      --config.data.dir=../shared/data/mnist --config.train.epochs=3
+      --config.data.dir=/path/to/mnist --config.train.epochs=3
 
 Any config field can be overridden with --config.<field>=<value>. Rerunning the same
 command on the same workdir resumes an interrupted run; --fresh starts over. SIGTERM or

@@ -4,7 +4,7 @@ r"""Trains recipes x seeds, one `python -m gmdgm_tf.train` at a time, filing eac
       --recipe=gmdgm_fast=configs/mnist_gmdgm_fast.py \
       --recipe=m2_fast=configs/mnist_m2_fast.py \
       --recipe=m2_fast_uniform=configs/mnist_m2_fast.py,data.prior_rule=uniform \
-      --seeds=0-4 --set=data.dir=../shared/data/mnist
+      --seeds=0-4 --set=data.dir=/path/to/mnist
 
 A recipe is NAME=CONFIG_FILE[:ARG][,FIELD=VALUE...]: a config file passed by path (as to
 `gmdgm_tf.train`) and field overrides (a tuple in brackets is one value:
